@@ -1,0 +1,55 @@
+"""build_retriever(...): top-k retrieval over the Milvus index, by mode, with metadata filters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from llama_index.core import VectorStoreIndex
+from llama_index.core.retrievers import VectorIndexRetriever
+from llama_index.core.vector_stores.types import VectorStoreQueryMode
+
+from rag_app.errors import UsageError
+from rag_app.filters import where_to_expr
+from rag_app.settings import RetrievalMode, Settings
+
+QUERY_MODES: dict[str, VectorStoreQueryMode] = {
+    "dense": VectorStoreQueryMode.DEFAULT,
+    "bm25": VectorStoreQueryMode.TEXT_SEARCH,
+    "hybrid": VectorStoreQueryMode.HYBRID,
+}
+
+
+def build_retriever(
+    index: VectorStoreIndex,
+    embed_model: Any,
+    settings: Settings,
+    *,
+    top_k: int | None = None,
+    mode: RetrievalMode | str | None = None,
+    where: str | Iterable[str] | None = None,
+) -> VectorIndexRetriever:
+    mode = mode or settings.retrieval.mode
+    if mode not in QUERY_MODES:
+        raise UsageError(f"unknown retrieval mode {mode!r}; choose one of {', '.join(QUERY_MODES)}")
+    store = index.vector_store
+    if mode != "dense" and not getattr(store, "enable_sparse", False):
+        raise UsageError(
+            f"mode {mode!r} needs the collection's BM25 index; this collection has none "
+            "(re-ingest with --recreate under a settings profile that enables it)"
+        )
+    kwargs: dict[str, Any] = {}
+    expr = where_to_expr(where)
+    if expr:
+        kwargs["string_expr"] = expr
+    k = top_k or settings.retrieval.top_k
+    if k < 1:
+        raise UsageError(f"top_k must be at least 1, got {k}")
+    return VectorIndexRetriever(
+        index=index,
+        similarity_top_k=k,
+        sparse_top_k=k,
+        embed_model=embed_model,
+        vector_store_query_mode=QUERY_MODES[mode],
+        vector_store_kwargs=kwargs,
+    )

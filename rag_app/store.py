@@ -1,0 +1,162 @@
+"""build_vector_store(settings, dim): a MilvusVectorStore for Milvus Lite or a Milvus server.
+
+The same code serves a local ``.db`` file and ``http(s)://host:19530`` + token; only settings
+change. On top of llama-index's store this module adds what breaks first in practice: a clear error
+when the embedding dimension differs from the collection's, loading a collection that a new process
+finds released, and Milvus Lite's refusal of search parameters it does not know.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from llama_index.vector_stores.milvus import MilvusVectorStore
+
+from rag_app.errors import BackendUnavailable, DimensionMismatchError
+from rag_app.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TEXT_FIELD = "text"
+EMBEDDING_FIELD = "embedding"
+SPARSE_FIELD = "sparse_embedding"
+DOC_ID_FIELD = "doc_id"
+
+
+class RagMilvusVectorStore(MilvusVectorStore):
+    """MilvusVectorStore with rag_app's fixes (kept small so upgrades stay easy)."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RagMilvusVectorStore"
+
+
+def _connect_error(settings: Settings, exc: Exception) -> BackendUnavailable:
+    where = settings.milvus_uri
+    hint = (
+        "check the path is writable"
+        if settings.milvus.is_local
+        else "check that the server is up, the URI and the token (milvus.token / RAG_MILVUS__TOKEN)"
+    )
+    return BackendUnavailable(f"cannot open Milvus at {where}: {exc}; {hint}")
+
+
+def existing_dim(client: Any, collection: str) -> int | None:
+    """The dense vector dimension of an existing collection, or None if it does not exist."""
+    if not client.has_collection(collection):
+        return None
+    for field in client.describe_collection(collection).get("fields", []):
+        if field.get("name") == EMBEDDING_FIELD:
+            dim = field.get("params", {}).get("dim")
+            return int(dim) if dim is not None else None
+    return None
+
+
+def check_dimension(client: Any, settings: Settings, dim: int) -> None:
+    have = existing_dim(client, settings.milvus.collection)
+    if have is not None and have != dim:
+        raise DimensionMismatchError(
+            f"collection {settings.milvus.collection!r} at {settings.milvus_uri} holds {have}-dim "
+            f"vectors, but embedding model {settings.embedding.model!r} produces {dim}-dim vectors. "
+            "Use another collection (milvus.collection / RAG_MILVUS__COLLECTION), switch back to "
+            f"the {have}-dim model, or drop and rebuild it with `rag-app ingest PATH --recreate`."
+        )
+
+
+def milvus_client_kwargs(settings: Settings) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"uri": settings.milvus_uri}
+    if settings.milvus.token is not None:
+        kwargs["token"] = settings.milvus.token.get_secret_value()
+    if settings.milvus.db_name:
+        kwargs["db_name"] = settings.milvus.db_name
+    if not settings.milvus.is_local:
+        kwargs["timeout"] = settings.milvus.timeout_s
+    return kwargs
+
+
+def build_vector_store(
+    settings: Settings, dim: int, *, overwrite: bool = False
+) -> RagMilvusVectorStore:
+    """Open (or create) the collection named by the settings, checked against ``dim``."""
+    cfg = settings.milvus
+    if cfg.is_local:
+        Path(settings.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
+    kwargs = milvus_client_kwargs(settings)
+    try:
+        from pymilvus import MilvusClient
+
+        probe = MilvusClient(**kwargs)
+        if overwrite and probe.has_collection(cfg.collection):
+            probe.drop_collection(cfg.collection)
+        check_dimension(probe, settings, dim)
+        probe.close()
+        store = RagMilvusVectorStore(
+            uri=kwargs.pop("uri"),
+            token=kwargs.pop("token", ""),
+            collection_name=cfg.collection,
+            dim=dim,
+            embedding_field=EMBEDDING_FIELD,
+            text_key=TEXT_FIELD,
+            doc_id_field=DOC_ID_FIELD,
+            similarity_metric=cfg.metric.lower(),
+            index_config={"index_type": cfg.index_type, **cfg.index_params},
+            search_config=dict(cfg.search_params),
+            consistency_level=cfg.consistency_level,
+            batch_size=cfg.insert_batch_size,
+            **kwargs,
+        )
+    except DimensionMismatchError:
+        raise
+    except Exception as exc:  # pymilvus raises many types; they all mean "cannot use it"
+        if type(exc).__module__.startswith(("pymilvus", "grpc", "milvus_lite")) or isinstance(
+            exc, (OSError, ConnectionError)
+        ):
+            raise _connect_error(settings, exc) from exc
+        raise
+    ensure_loaded(store.client, cfg.collection)
+    return store
+
+
+def ensure_loaded(client: Any, collection: str) -> None:
+    """A collection reopened by a new process is 'released' until loaded; searching it fails."""
+    if not client.has_collection(collection):
+        return
+    state = client.get_load_state(collection).get("state")
+    if "Loaded" not in str(state):
+        log.debug("loading collection %s (state %s)", collection, state)
+        client.load_collection(collection)
+
+
+def collection_stats(client: Any, collection: str) -> dict[str, Any]:
+    """Chunk and document counts for one collection."""
+    ensure_loaded(client, collection)
+    rows = client.query(collection, filter="", output_fields=["count(*)"])
+    chunks = int(rows[0]["count(*)"]) if rows else 0
+    docs = {r[DOC_ID_FIELD] for r in iter_rows(client, collection, [DOC_ID_FIELD])}
+    return {
+        "collection": collection,
+        "chunks": chunks,
+        "documents": len(docs),
+        "dim": existing_dim(client, collection),
+    }
+
+
+def iter_rows(client: Any, collection: str, fields: list[str], filter: str = "", batch: int = 4096):
+    """Every row's ``fields``, paged by primary key (works on Lite and servers alike)."""
+    last = None
+    while True:
+        expr = f'id > "{last}"' if last is not None else ""
+        if filter:
+            expr = f"({filter}) and {expr}" if expr else filter
+        rows = client.query(
+            collection, filter=expr or 'id != ""', output_fields=["id", *fields], limit=batch
+        )
+        if not rows:
+            return
+        rows.sort(key=lambda r: r["id"])
+        yield from rows
+        if len(rows) < batch:
+            return
+        last = rows[-1]["id"]
