@@ -43,7 +43,8 @@ class RagApp:
     def from_profile(
         cls, profile: str | None = None, overrides: dict[str, Any] | None = None, **parts: Any
     ) -> RagApp:
-        """``overrides`` are dotted settings, e.g. {"milvus.collection": "docs", "retrieval.top_k": 4}."""
+        """Settings from a profile; ``overrides`` are dotted keys, e.g.
+        ``{"milvus.collection": "docs", "retrieval.top_k": 4}``."""
         return cls(load_settings(profile, overrides), **parts)
 
     # ---------------------------------------------------------------- parts (lazy)
@@ -196,7 +197,10 @@ class RagApp:
             llm.close()
         store = self.__dict__.pop("vector_store", None)
         if store is not None:
+            from rag_app.store import release_local
+
             store.client.close()
+            release_local(self.settings)
         self.__dict__.pop("index", None)
 
     def __enter__(self) -> RagApp:

@@ -73,7 +73,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         ctx = click.get_current_context()
-        verbose = ctx.find_object(Ctx).verbose if ctx.find_object(Ctx) else 0
+        state = ctx.find_object(Ctx)
+        verbose = state.verbose if state else 0
         try:
             return fn(*args, **kwargs)
         except RagAppError as exc:
@@ -184,7 +185,11 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--home", envvar="RAG_HOME", help="Data directory (default ./.rag).")
 @click.option("--collection", "-c", help="Milvus collection (overrides milvus.collection).")
 @click.option(
-    "--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a setting, e.g. llm.max_tokens=64."
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a setting, e.g. llm.max_tokens=64.",
 )
 @click.option("-v", "--verbose", count=True, help="More logging (-vv: debug).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress and only warnings on stderr.")
@@ -213,16 +218,27 @@ def main(
 
 @main.command()
 @click.argument("path", type=click.Path(path_type=str))
-@click.option("--prune/--no-prune", default=True, show_default=True,
-              help="Remove chunks of files that are gone from PATH.")
+@click.option(
+    "--prune/--no-prune",
+    default=True,
+    show_default=True,
+    help="Remove chunks of files that are gone from PATH.",
+)
 @click.option("--strict", is_flag=True, help="Fail before writing anything if any file is bad.")
-@click.option("--recreate", is_flag=True, help="Drop the collection first (e.g. after a model change).")
+@click.option(
+    "--recreate", is_flag=True, help="Drop the collection first (e.g. after a model change)."
+)
 @click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out matching files.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_ctx
 @handle_errors
 def ingest(
-    c: Ctx, path: str, prune: bool, strict: bool, recreate: bool, exclude: tuple[str, ...],
+    c: Ctx,
+    path: str,
+    prune: bool,
+    strict: bool,
+    recreate: bool,
+    exclude: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Ingest a folder (or file): .md .txt .html .htm .pdf, incrementally.
@@ -246,10 +262,17 @@ def ingest(
 
 
 def _retrieval_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option("--where", "-w", multiple=True,
-                      help="Metadata filter, e.g. 'source^=guides/' or 'file_type=md'.")(fn)
-    fn = click.option("--mode", type=click.Choice(["dense", "bm25", "hybrid"]),
-                      help="Retrieval mode (default from settings).")(fn)
+    fn = click.option(
+        "--where",
+        "-w",
+        multiple=True,
+        help="Metadata filter, e.g. 'source^=guides/' or 'file_type=md'.",
+    )(fn)
+    fn = click.option(
+        "--mode",
+        type=click.Choice(["dense", "bm25", "hybrid"]),
+        help="Retrieval mode (default from settings).",
+    )(fn)
     fn = click.option("--top-k", "-k", type=click.IntRange(min=1), help="Chunks to retrieve.")(fn)
     return fn
 
@@ -262,8 +285,13 @@ def _retrieval_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @pass_ctx
 @handle_errors
 def query(
-    c: Ctx, question: str, top_k: int | None, mode: str | None, where: tuple[str, ...],
-    as_json: bool, show_prompt: bool,
+    c: Ctx,
+    question: str,
+    top_k: int | None,
+    mode: str | None,
+    where: tuple[str, ...],
+    as_json: bool,
+    show_prompt: bool,
 ) -> None:
     """Answer QUESTION from the ingested documents, with sources."""
     answer = c.app().query(question, top_k=top_k, mode=mode, where=where or None)
@@ -286,7 +314,11 @@ def query(
 @pass_ctx
 @handle_errors
 def retrieve(
-    c: Ctx, question: str, top_k: int | None, mode: str | None, where: tuple[str, ...],
+    c: Ctx,
+    question: str,
+    top_k: int | None,
+    mode: str | None,
+    where: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Show the chunks retrieved for QUESTION (no LLM)."""
@@ -367,7 +399,10 @@ def collections(c: Ctx, as_json: bool) -> None:
     if not rows:
         click.echo("no collections")
     for r in rows:
-        click.echo(f"{r['collection']:<30} {r['documents']:>7} docs {r['chunks']:>9} chunks  dim={r['dim']}")
+        click.echo(
+            f"{r['collection']:<30} {r['documents']:>7} docs "
+            f"{r['chunks']:>9} chunks  dim={r['dim']}"
+        )
 
 
 @main.command()
@@ -381,7 +416,9 @@ def delete(c: Ctx, source: str, as_json: bool) -> None:
     if as_json:
         emit_json({"source": source, "chunks_deleted": removed})
     else:
-        click.echo(f"deleted {removed} chunks of {source}" if removed else f"no chunks for {source}")
+        click.echo(
+            f"deleted {removed} chunks of {source}" if removed else f"no chunks for {source}"
+        )
     if not removed:
         sys.exit(EXIT_RUNTIME)
 

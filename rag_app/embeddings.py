@@ -63,6 +63,8 @@ def build_embed_model(settings: Settings) -> BaseEmbedding:
 
 def embedding_dim(embed_model: BaseEmbedding) -> int:
     st = getattr(embed_model, "_model", None)
-    getter = getattr(st, "get_sentence_embedding_dimension", None)
+    getter = getattr(st, "get_embedding_dimension", None) or getattr(
+        st, "get_sentence_embedding_dimension", None
+    )
     dim = getter() if getter else None
     return int(dim) if dim else len(embed_model.get_text_embedding("dimension probe"))

@@ -1,4 +1,4 @@
-"""build_query_engine(...): retriever + the tutorial's prompt + LLM, as a LlamaIndex query engine."""
+"""RagQueryEngine: retriever + the tutorial's prompt + LLM, as a LlamaIndex query engine."""
 
 from __future__ import annotations
 
@@ -59,7 +59,10 @@ class Answer:
         )
 
     def to_dict(self, prompt: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"answer": self.answer, "sources": [s.to_dict() for s in self.sources]}
+        out: dict[str, Any] = {
+            "answer": self.answer,
+            "sources": [s.to_dict() for s in self.sources],
+        }
         if prompt:
             out["prompt"] = self.prompt
         return out

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from llama_index.core.schema import BaseNode, MetadataMode
 
 from rag_app.chunking import RecursiveCharacterNodeParser, stable_chunk_id
-from rag_app.errors import IngestError
+from rag_app.errors import IngestError, UsageError
 from rag_app.readers import READERS, SUPPORTED, Skipped, check_root, iter_files, read_file
 from rag_app.settings import Settings
 from rag_app.store import DOC_ID_FIELD, iter_rows
@@ -226,6 +226,11 @@ def ingest_folder(
     # 1. scan: hash every supported file; compare with what the collection holds.
     with _Timer(report, "scan"):
         paths = [root] if root.is_file() else list(iter_files(root, settings.ingest))
+        if not paths:
+            raise UsageError(
+                f"{root} contains no files to ingest (supported: {', '.join(SUPPORTED)}; "
+                "hidden files and ingest.exclude patterns are left out)"
+            )
         existing = ledger(client, collection)
         work: list[_Work] = []
         seen: set[str] = set()
@@ -234,8 +239,11 @@ def ingest_folder(
             seen.add(source)
             if path.suffix.lower() not in READERS:
                 report.skipped.append(
-                    Skipped(source, f"unsupported file type {path.suffix or '(none)'!r}; "
-                            f"supported: {', '.join(SUPPORTED)} (leave it out with --exclude)")
+                    Skipped(
+                        source,
+                        f"unsupported file type {path.suffix or '(none)'!r}; "
+                        f"supported: {', '.join(SUPPORTED)} (leave it out with --exclude)",
+                    )
                 )
                 continue
             try:
@@ -254,8 +262,7 @@ def ingest_folder(
             (report.changed if state is not None else report.new).append(source)
             work.append(_Work(source, path, digest, upsert=upsert))
         gone = [
-            src for src, st in existing.items()
-            if prune and src not in seen and st.root_id == rid
+            src for src, st in existing.items() if prune and src not in seen and st.root_id == rid
         ]
         report.files_seen = len(paths)
 
@@ -275,9 +282,7 @@ def ingest_folder(
             nodes = parser.get_nodes_from_documents([doc])
             for i, node in enumerate(nodes):
                 node.id_ = stable_chunk_id(collection, item.source, item.digest, i)
-                node.metadata.update(
-                    doc_hash=item.digest, chunk_count=len(nodes), root_id=rid
-                )
+                node.metadata.update(doc_hash=item.digest, chunk_count=len(nodes), root_id=rid)
                 node.excluded_embed_metadata_keys = list(node.metadata)
                 node.excluded_llm_metadata_keys = list(node.metadata)
             item.nodes = nodes
@@ -352,14 +357,14 @@ def ingest_folder(
             state = existing.get(item.source)
             if state is None:
                 continue
-            stale = {h: n for h, n in state.counts.items() if h != item.digest}
-            if stale and (item.nodes or state.complete(item.digest)):
+            stale_rows = sum(n for h, n in state.counts.items() if h != item.digest)
+            if stale_rows and (item.nodes or state.complete(item.digest)):
                 client.delete(
                     collection,
                     filter=f"{DOC_ID_FIELD} == {_quote(item.source)} "
                     f"and doc_hash != {_quote(item.digest)}",
                 )
-                report.chunks_deleted += sum(stale.values())
+                report.chunks_deleted += stale_rows
         for src in gone:
             client.delete(collection, filter=f"{DOC_ID_FIELD} == {_quote(src)}")
             report.chunks_deleted += sum(existing[src].counts.values())

