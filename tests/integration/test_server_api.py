@@ -1,0 +1,145 @@
+"""The HTTP API over the embedded backends (Milvus Lite, the session's in-process vLLM):
+batching of concurrent queries, uploads, limits and auth, against the real app."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rag_app.app import RagApp
+from tests.conftest import make_settings, write_files
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+CORPUS = {
+    "hnsw.md": "# HNSW\n\nIn HNSW, M is the maximum number of neighbours each node keeps in the "
+    "graph, efConstruction is the size of the candidate list used while building the index, and "
+    "ef is the size of the candidate list used at search time.\n",
+    "ivf.md": "# IVF\n\nIVF_FLAT clusters vectors into nlist buckets; at search time nprobe "
+    "buckets are scanned.\n",
+    "pets.txt": "Cats sleep for about fifteen hours a day.\n",
+}
+TOKEN = "t0ken"
+
+
+@pytest.fixture
+def client(tmp_path: Path, rag_home: Path, embed_model: Any, vllm_llm: Any) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from rag_app.server import create_app
+
+    root = tmp_path / "allowed"
+    root.mkdir()
+    settings = make_settings(
+        rag_home,
+        llm__max_tokens=24,
+        server__allowed_roots=[str(root)],
+        server__max_upload_mb=0.01,
+        server__max_question_chars=200,
+        server__batch_window_ms=50,
+    )
+    app = RagApp(settings, embed_model=embed_model, llm=vllm_llm)
+    with TestClient(create_app(app, token=TOKEN)) as c:
+        c.headers["Authorization"] = f"Bearer {TOKEN}"
+        c.allowed_root = root  # type: ignore[attr-defined]
+        yield c
+    app.__dict__.pop("llm", None)  # the session's engine outlives this app
+    app.close()
+
+
+def wait_job(client: Any, job: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = client.get(f"/v1/jobs/{job}").json()
+        if state["status"] in ("done", "failed"):
+            return dict(state)
+        time.sleep(0.2)
+    raise TimeoutError(job)
+
+
+def test_upload_ingest_then_concurrent_queries_are_batched(client: Any) -> None:
+    files = [("files", (name, text.encode(), "text/plain")) for name, text in CORPUS.items()]
+    resp = client.post("/v1/ingest", files=files)
+    assert resp.status_code == 202, resp.text
+    job = wait_job(client, resp.json()["job"])
+    assert job["status"] == "done", job
+    assert job["report"]["files"]["new"] == 3 and job["files_done"] == 3
+    assert job["chunks_done"] == job["chunks_total"] == 3
+
+    questions = ["What is nprobe?", "How long do cats sleep?", "What is efConstruction?"] * 3
+    with ThreadPoolExecutor(len(questions)) as pool:
+        replies = list(
+            pool.map(lambda q: client.post("/v1/query", json={"question": q}), questions)
+        )
+    assert [r.status_code for r in replies] == [200] * len(questions)
+    tops = [r.json()["sources"][0]["source"] for r in replies]
+    assert tops == ["ivf.md", "pets.txt", "hnsw.md"] * 3  # each answer is its own question's
+    assert all(r.json()["answer"].strip() for r in replies)
+
+    metrics = client.get("/metrics").text
+    batches = float(metrics.split("rag_query_batch_size_count ")[1].split()[0])
+    assert 1 <= batches < len(questions)  # gathered into fewer generations than questions
+    assert 'rag_requests_total{endpoint="/v1/query",status="200"} 9.0' in metrics
+    assert float(metrics.split("rag_generated_tokens_total ")[1].split()[0]) > 0
+
+    hits = client.post("/v1/retrieve", json={"question": "cats", "top_k": 1}).json()
+    assert [h["source"] for h in hits["sources"]] == ["pets.txt"]
+
+    with client.stream(
+        "POST", "/v1/query", json={"question": "What is nprobe?", "stream": True}
+    ) as r:
+        assert r.status_code == 200
+        body = "".join(r.iter_text())
+    assert (
+        "event: token" in body
+        and "event: sources" in body
+        and body.endswith("event: done\ndata: {}\n\n")
+    )
+
+
+def test_server_side_ingest_stays_under_allowed_roots(client: Any, tmp_path: Path) -> None:
+    root = client.allowed_root
+    write_files(root / "docs", {"a.md": "# A\n\nalpha beta\n"})
+    (tmp_path / "secret").mkdir()
+    (root / "link").symlink_to(tmp_path / "secret")
+
+    ok = client.post("/v1/ingest", json={"path": str(root / "docs")})
+    assert ok.status_code == 202
+    assert wait_job(client, ok.json()["job"])["report"]["files"]["new"] == 1
+    for escape in (str(root / ".." / "secret"), str(root / "link"), "/etc"):
+        resp = client.post("/v1/ingest", json={"path": escape})
+        assert resp.status_code == 403, escape
+        assert "allowed root" in resp.json()["detail"]
+    assert client.post("/v1/ingest", json={"path": str(root / "nope")}).status_code == 404
+
+
+def test_limits_validation_and_auth(client: Any) -> None:
+    big = [("files", ("big.txt", b"x" * 20_000, "text/plain"))]
+    assert client.post("/v1/ingest", files=big).status_code == 413
+
+    def field_of(resp: Any) -> list[str]:
+        assert resp.status_code == 422, resp.text
+        return [e["loc"][-1] for e in resp.json()["detail"]]
+
+    assert field_of(client.post("/v1/query", json={"question": "x" * 201})) == ["question"]
+    assert field_of(client.post("/v1/query", json={"question": "q", "top_k": 0})) == ["top_k"]
+    assert field_of(client.post("/v1/query", json={"question": "q", "mode": "fuzzy"})) == ["mode"]
+    assert field_of(client.post("/v1/query", json={"top_k": 2})) == ["question"]
+    assert field_of(client.post("/v1/ingest", json={"prune": True})) == ["path"]
+    chat = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "system", "content": "s"}]}
+    )
+    assert field_of(chat) == ["messages"]
+
+    anonymous = {"Authorization": ""}
+    assert client.post("/v1/query", json={"question": "q"}, headers=anonymous).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert client.post("/v1/retrieve", json={"question": "q"}, headers=wrong).status_code == 401
+    assert client.get("/healthz", headers=anonymous).json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready == {"ready": True, "checks": {"milvus": "ok", "llm": "ok"}}
