@@ -3,6 +3,7 @@ batching of concurrent queries, uploads, limits and auth, against the real app."
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,13 @@ def client(tmp_path: Path, rag_home: Path, embed_model: Any, vllm_llm: Any) -> I
     app.close()
 
 
+def metric(text: str, name: str) -> float:
+    """One sample's value from Prometheus text."""
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
 def wait_job(client: Any, job: str) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -82,10 +90,10 @@ def test_upload_ingest_then_concurrent_queries_are_batched(client: Any) -> None:
     assert all(r.json()["answer"].strip() for r in replies)
 
     metrics = client.get("/metrics").text
-    batches = float(metrics.split("rag_query_batch_size_count ")[1].split()[0])
+    batches = metric(metrics, "rag_query_batch_size_count")
     assert 1 <= batches < len(questions)  # gathered into fewer generations than questions
     assert 'rag_requests_total{endpoint="/v1/query",status="200"} 9.0' in metrics
-    assert float(metrics.split("rag_generated_tokens_total ")[1].split()[0]) > 0
+    assert metric(metrics, "rag_generated_tokens_total") > 0
 
     hits = client.post("/v1/retrieve", json={"question": "cats", "top_k": 1}).json()
     assert [h["source"] for h in hits["sources"]] == ["pets.txt"]
