@@ -12,7 +12,6 @@ turns "down" into an immediate 503 naming the backend; after a Milvus failure th
 reopened (and the collection loaded again) on the next request, so the API recovers by itself.
 """
 
-
 import asyncio
 import contextlib
 import ipaddress
@@ -142,7 +141,10 @@ class Backends:
 
     def readiness(self) -> dict[str, str]:
         milvus = self.milvus_problem()
-        if milvus is None:
+        # Milvus Lite runs in-process: once open it stays up, so don't queue behind a batch
+        # holding the lock just to look at it again.
+        opened = self.settings.milvus.is_local and "vector_store" in self.app.__dict__
+        if milvus is None and not opened:
             try:
                 with self.using(llm=False):
                     self.app.vector_store  # noqa: B018 - opens (and loads) the collection
@@ -457,13 +459,13 @@ def create_app(source: Any, *, token: str | None = None) -> Any:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @api.get("/readyz")
+    @api.get("/readyz", dependencies=auth)
     async def readyz() -> JSONResponse:
         checks = await run_in_threadpool(backends.readiness)
         ready = all(v == "ok" for v in checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    @api.get("/metrics")
+    @api.get("/metrics", dependencies=auth)
     async def prometheus() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 

@@ -149,5 +149,7 @@ def test_limits_validation_and_auth(client: Any) -> None:
     wrong = {"Authorization": "Bearer nope"}
     assert client.post("/v1/retrieve", json={"question": "q"}, headers=wrong).status_code == 401
     assert client.get("/healthz", headers=anonymous).json() == {"status": "ok"}
+    assert client.get("/metrics", headers=anonymous).status_code == 401
+    assert client.get("/readyz", headers=anonymous).status_code == 401
     ready = client.get("/readyz").json()
     assert ready == {"ready": True, "checks": {"milvus": "ok", "llm": "ok"}}

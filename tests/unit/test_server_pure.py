@@ -81,3 +81,13 @@ def test_server_profile_reads_env(tmp_path: Path) -> None:
     d = load_settings("server", env={"RAG_HOME": str(tmp_path)})
     assert d.milvus.uri == "http://127.0.0.1:19530" and d.milvus.token is None
     assert d.embedding.model == s.embedding.model == "packaged:all-MiniLM-L6-v2"  # from cpu
+
+
+def test_serve_refuses_open_bind_without_token(rag_home: Path) -> None:
+    from click.testing import CliRunner
+
+    from rag_app.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--host", "0.0.0.0", "--port", "1"])
+    assert result.exit_code == 2
+    assert "refusing to serve on 0.0.0.0 without authentication" in result.output
