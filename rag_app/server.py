@@ -453,6 +453,11 @@ def create_app(source: Any, *, token: str | None = None) -> Any:
     async def rag_error(_: Request, exc: RagAppError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400 if exc.exit_code == 2 else 500)
 
+    @api.exception_handler(Exception)
+    async def internal(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
     # -- health
 
     @api.get("/healthz")
