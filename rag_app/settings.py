@@ -131,6 +131,30 @@ class IngestSettings(_Section):
     max_file_mb: float = Field(50.0, gt=0)
 
 
+class ServerSettings(_Section):
+    """`rag-app serve`: the HTTP API. The bearer token comes from RAG_API_TOKEN, never a file."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    allow_remote: bool = Field(
+        False, description="Bind a non-loopback host without RAG_API_TOKEN (trusted networks)."
+    )
+    allowed_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders /v1/ingest may read server-side; empty refuses server-side paths.",
+    )
+    max_upload_mb: float = Field(20.0, gt=0, description="Per request, all files together.")
+    max_question_chars: int = Field(2000, ge=1)
+    max_top_k: int = Field(50, ge=1)
+    batch_window_ms: float = Field(
+        10.0, ge=0, description="How long /v1/query waits to gather concurrent questions."
+    )
+    max_batch: int = Field(32, ge=1, description="Most questions answered in one batch.")
+    probe_timeout_s: float = Field(
+        1.0, gt=0, description="Reachability probes of Milvus / the LLM server (fail fast)."
+    )
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -143,6 +167,7 @@ class Settings(BaseModel):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     @property
     def milvus_uri(self) -> str:

@@ -33,7 +33,7 @@ class RagMilvusVectorStore(MilvusVectorStore):
         return "RagMilvusVectorStore"
 
 
-def _connect_error(settings: Settings, exc: Exception) -> BackendUnavailable:
+def _connect_error(settings: Settings, exc: BaseException) -> BackendUnavailable:
     where = settings.milvus_uri
     hint = (
         "check the path is writable"
@@ -41,6 +41,24 @@ def _connect_error(settings: Settings, exc: Exception) -> BackendUnavailable:
         else "check that the server is up, the URI and the token (milvus.token / RAG_MILVUS__TOKEN)"
     )
     return BackendUnavailable(f"cannot open Milvus at {where}: {exc}; {hint}")
+
+
+# Milvus errors that mean "cannot reach / use the server right now" rather than a bad request.
+_UNAVAILABLE_HINTS = ("connect", "unavailable", "deadline", "timeout", "released", "not loaded")
+
+
+def is_unavailable_error(exc: BaseException) -> bool:
+    """True for errors that a down, restarting or unreachable Milvus raises."""
+    module = type(exc).__module__
+    if module.startswith("grpc") or isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    if module.startswith("pymilvus"):
+        return any(h in str(exc).lower() for h in _UNAVAILABLE_HINTS)
+    return False
+
+
+def unavailable_error(settings: Settings, exc: BaseException) -> BackendUnavailable:
+    return _connect_error(settings, exc)
 
 
 def existing_dim(client: Any, collection: str) -> int | None:

