@@ -172,7 +172,9 @@ def iter_rows(client: Any, collection: str, fields: list[str], filter: str = "",
         )
         if not rows:
             return
-        rows.sort(key=lambda r: r["id"])
+        # pymilvus returns a lazy list that fills in dynamic fields by position on access:
+        # sorting it in place pairs one row's static fields with another row's metadata.
+        rows = sorted((dict(r) for r in rows), key=lambda r: r["id"])
         yield from rows
         if len(rows) < batch:
             return
