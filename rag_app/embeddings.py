@@ -68,3 +68,26 @@ def embedding_dim(embed_model: BaseEmbedding) -> int:
     )
     dim = getter() if getter else None
     return int(dim) if dim else len(embed_model.get_text_embedding("dimension probe"))
+
+
+def embed_documents(embed_model: BaseEmbedding, texts: list[str]) -> list[list[float]]:
+    """Document vectors for ``texts``, identical to ``get_text_embedding_batch``.
+
+    For a HuggingFaceEmbedding this is one ``SentenceTransformer.encode`` call over all the texts
+    (batched by ``embed_batch_size``): encode sorts the whole list by length before batching, so
+    batches pad less than LlamaIndex's fixed slices of ``embed_batch_size`` texts, and the
+    per-slice callback/event overhead goes away. Other models take LlamaIndex's path.
+    """
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    if not isinstance(embed_model, HuggingFaceEmbedding) or not texts:
+        return embed_model.get_text_embedding_batch(texts)
+    vectors = embed_model._model.encode(
+        texts,
+        batch_size=embed_model.embed_batch_size,
+        prompt_name="text",
+        normalize_embeddings=embed_model.normalize,
+        show_progress_bar=False,
+        convert_to_numpy=True,
+    )
+    return vectors.tolist()
