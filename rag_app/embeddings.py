@@ -42,6 +42,11 @@ def build_embed_model(settings: Settings) -> BaseEmbedding:
     if Path(path).exists():
         # A local folder needs no hub; without this, sentence-transformers may still phone home.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    # transformers draws a "Loading weights" bar on stderr even under --quiet or in a cron log.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model = HuggingFaceEmbedding(
             model_name=path,
@@ -56,6 +61,9 @@ def build_embed_model(settings: Settings) -> BaseEmbedding:
             f"embedding.model {cfg.model!r} could not be loaded ({exc}); use a local folder or "
             "a packaged model (packaged:all-MiniLM-L6-v2) when offline"
         ) from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     # HuggingFaceEmbedding silently adds BGE's prefix when given none; make the setting decide.
     model._model.prompts = {"query": query_prefix(cfg.model, cfg.query_instruction), "text": ""}
     return model
