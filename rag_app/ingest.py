@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,8 +225,13 @@ def ingest_folder(
     prune: bool = True,
     strict: bool = False,
     progress: Progress | None = None,
+    recreate: Callable[[], Any] | None = None,
 ) -> IngestReport:
-    """Bring the collection in line with ``root`` (a folder or one file)."""
+    """Bring the collection in line with ``root`` (a folder or one file).
+
+    ``recreate``, if given, drops and rebuilds the collection and returns the new store; it is
+    called only once every file has been read, so a ``strict`` refusal leaves the old one intact.
+    """
     started = time.perf_counter()
     progress = progress or NullProgress()
     root = check_root(root)
@@ -244,7 +249,7 @@ def ingest_folder(
                 f"{root} contains no files to ingest (supported: {', '.join(SUPPORTED)}; "
                 "hidden files and ingest.exclude patterns are left out)"
             )
-        existing = ledger(client, collection)
+        existing = {} if recreate else ledger(client, collection)
         work: list[_Work] = []
         seen: set[str] = set()
         for path in paths:
@@ -309,6 +314,10 @@ def ingest_folder(
             f"--strict: {len(report.skipped)} file(s) cannot be ingested, nothing was written: "
             f"{listing}"
         )
+
+    if recreate is not None:
+        store = recreate()
+        client = store.client
 
     # 3. embed + write, overlapping the write of batch k with the embedding of batch k+1.
     total_chunks = sum(len(w.nodes) for w in to_write)

@@ -122,10 +122,18 @@ def test_strict_refuses_before_writing_anything(
         assert err.value.exit_code == 3
         assert "bad/truncated.pdf" in str(err.value) and "nothing was written" in str(err.value)
         assert rows(app) == before
+        with pytest.raises(StrictIngestError):  # --recreate waits for the check too
+            app.ingest(corpus, strict=True, recreate=True)
+        assert rows(app) == before
 
         report = app.ingest(corpus)  # without --strict the good part goes in
         assert report.new == ["good/new.md"] and report.changed == ["good/hnsw.md"]
         assert report.deleted == ["good/notes.txt"] and report.exit_code == 3
+        after = rows(app)
+
+        rebuilt = app.ingest(corpus, recreate=True)  # from scratch: same rows again
+        assert sorted(rebuilt.new) == ["good/hnsw.md", "good/new.md"]
+        assert rows(app) == after
 
 
 def test_file_removed_between_scan_and_read(
