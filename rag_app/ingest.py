@@ -354,7 +354,9 @@ def ingest_folder(
             if written[item.source] == len(item.nodes):
                 done_files += 1
         report.chunks_inserted += len(pending_batch)
-        log.debug("wrote %d chunks (%d/%d)", len(pending_batch), report.chunks_inserted, total_chunks)
+        log.debug(
+            "wrote %d chunks (%d/%d)", len(pending_batch), report.chunks_inserted, total_chunks
+        )
         progress.advance(files=done_files, chunks=len(pending_batch))
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-write") as pool:
