@@ -37,40 +37,62 @@ def rows(app: RagApp) -> dict[str, tuple[str, str]]:
     return out
 
 
-def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def ingest_on_a_tty(home: Path, corpus: Path) -> str:
+    """`rag-app ingest` in a subprocess whose stderr is a pty; returns what it drew."""
+    import pty
+
+    master, slave = pty.openpty()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    return subprocess.run(
-        [sys.executable, "-m", "rag_app.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rag_app.cli", "ingest", str(corpus)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=slave,
         cwd=ROOT,
-        env={**env, "RAG_HOME": str(home), "HF_HUB_OFFLINE": "1"},
+        env={**env, "RAG_HOME": str(home), "HF_HUB_OFFLINE": "1", "COLUMNS": "160"},
     )
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the pty
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert proc.wait(timeout=300) == 0
+    os.close(master)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
 
 
-def test_rerun_in_a_new_process_embeds_nothing(
+def test_tty_bar_then_rerun_in_another_process_embeds_nothing(
     tmp_path: Path, rag_home: Path, embed_model: Any
 ) -> None:
-    corpus = write_files(tmp_path / "corpus", CORPUS)
-    with RagApp(make_settings(rag_home), embed_model=embed_model) as app:
-        first = app.ingest(corpus)
-        before = rows(app)
-    assert sorted(first.new) == sorted(CORPUS) and first.chunks_inserted == len(before) == 3
+    from click.testing import CliRunner
 
-    # A second process sees the collection as its own ledger: nothing to read, embed or write.
-    out = cli(rag_home, "ingest", str(corpus))
-    assert out.returncode == 0, out.stderr
-    summary = [line for line in out.stderr.splitlines() if "files:" in line]
-    assert len(summary) == 1, out.stderr  # one plain line when stderr is not a TTY
+    from rag_app.cli import main
+
+    corpus = write_files(tmp_path / "corpus", CORPUS)
+    # Process 1, on a terminal: the rich bar shows chunks, files and chunks/s.
+    drawn = ingest_on_a_tty(rag_home, corpus)
+    assert "ingest" in drawn and "3/3 chunks" in drawn, drawn
+    assert "3/3 files" in drawn and "chunks/s" in drawn
+    assert "files: 3 seen, 3 new" in drawn
+
+    # Process 2 (this one) sees the collection as its own ledger: nothing to read, embed or
+    # write. CliRunner's stderr is not a TTY: no bar, exactly one plain summary line.
+    res = CliRunner().invoke(main, ["--home", str(rag_home), "ingest", str(corpus)])
+    assert res.exit_code == 0, res.output
+    summary = [line for line in res.stderr.splitlines() if "files:" in line]
+    assert len(summary) == 1, res.stderr
     assert summary[0].startswith("nothing to do: collection is up to date; files: 3 seen, 0 new")
     assert "3 unchanged" in summary[0] and "chunks: 0 inserted, 0 deleted" in summary[0]
     for stage in ("read=", "chunk=", "embed=", "write="):
         assert stage in summary[0]
-    assert "\x1b[" not in out.stderr  # no progress bar escapes off a TTY
-
+    assert "\x1b[" not in res.stderr and "chunks/s ·" not in res.stderr
     with RagApp(make_settings(rag_home), embed_model=embed_model) as app:
-        assert rows(app) == before
+        assert sorted(src for src, _ in rows(app).values()) == sorted(CORPUS)
 
 
 def test_changed_new_and_deleted_files(tmp_path: Path, rag_home: Path, embed_model: Any) -> None:
@@ -130,36 +152,3 @@ def test_quiet_prints_nothing_and_json_is_one_object(
     data = json.loads(res.stdout)
     assert data["files"]["unchanged"] == 3 and data["up_to_date"] is True
     assert data["chunks"] == {"inserted": 0, "deleted": 0, "embedded": 0}
-
-
-def test_progress_bar_on_a_tty(tmp_path: Path, rag_home: Path) -> None:
-    """On a terminal the rich bar shows files, chunks and chunks/s (stderr is a pty here)."""
-    import pty
-
-    corpus = write_files(tmp_path / "corpus", CORPUS)
-    master, slave = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rag_app.cli", "ingest", str(corpus)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=slave,
-        cwd=ROOT,
-        env={**env, "RAG_HOME": str(rag_home), "HF_HUB_OFFLINE": "1", "COLUMNS": "160"},
-    )
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the pty
-            break
-        if not data:
-            break
-        chunks.append(data)
-    assert proc.wait(timeout=120) == 0
-    os.close(master)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
-    assert "ingest" in text and "3/3 chunks" in text, text
-    assert "3/3 files" in text and "chunks/s" in text
-    assert "files: 3 seen, 3 new" in text
