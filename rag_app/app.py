@@ -117,13 +117,16 @@ class RagApp:
         from rag_app.readers import check_root
 
         check_root(path)  # a usage error should not wait for the models to load
-        if recreate:
+
+        def rebuild() -> Any:
             from rag_app.store import build_vector_store
 
             self.__dict__["vector_store"] = build_vector_store(
                 self.settings, self.dim, overwrite=True
             )
             self.__dict__.pop("index", None)
+            return self.vector_store
+
         return ingest_folder(
             path,
             self.settings,
@@ -132,6 +135,7 @@ class RagApp:
             prune=prune,
             strict=strict,
             progress=progress,
+            recreate=rebuild if recreate else None,
         )
 
     def retrieve(

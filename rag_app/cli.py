@@ -243,7 +243,9 @@ def ingest(
 ) -> None:
     """Ingest a folder (or file): .md .txt .html .htm .pdf, incrementally.
 
-    Re-running on an unchanged folder embeds nothing. Exit code 3 when some files were skipped.
+    Re-running on an unchanged folder embeds nothing; changed files are replaced and (with
+    --prune, the default) files gone from PATH are removed. Exit codes: 0 all ingested, 3 some
+    files skipped (listed on stderr; with --strict nothing is written), 2 usage, 1 failure.
     """
     extra = {"ingest.exclude": list(exclude)} if exclude else {}
     from rag_app.readers import check_root
@@ -254,8 +256,10 @@ def ingest(
     report = app.ingest(path, prune=prune, strict=strict, recreate=recreate, progress=progress)
     if as_json:
         emit_json(report.to_dict())
-    elif not c.quiet:
-        click.echo(report.summary(), err=True)
+    else:
+        if not c.quiet:
+            click.echo(report.summary(), err=True)
+        # Even --quiet lists these: they are what a cron job's owner has to act on.
         for skipped in report.skipped:
             click.echo(f"skipped {skipped.source}: {skipped.reason}", err=True)
     sys.exit(report.exit_code)

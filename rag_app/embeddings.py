@@ -42,6 +42,11 @@ def build_embed_model(settings: Settings) -> BaseEmbedding:
     if Path(path).exists():
         # A local folder needs no hub; without this, sentence-transformers may still phone home.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    # transformers draws a "Loading weights" bar on stderr even under --quiet or in a cron log.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model = HuggingFaceEmbedding(
             model_name=path,
@@ -56,6 +61,9 @@ def build_embed_model(settings: Settings) -> BaseEmbedding:
             f"embedding.model {cfg.model!r} could not be loaded ({exc}); use a local folder or "
             "a packaged model (packaged:all-MiniLM-L6-v2) when offline"
         ) from exc
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     # HuggingFaceEmbedding silently adds BGE's prefix when given none; make the setting decide.
     model._model.prompts = {"query": query_prefix(cfg.model, cfg.query_instruction), "text": ""}
     return model
@@ -68,3 +76,26 @@ def embedding_dim(embed_model: BaseEmbedding) -> int:
     )
     dim = getter() if getter else None
     return int(dim) if dim else len(embed_model.get_text_embedding("dimension probe"))
+
+
+def embed_documents(embed_model: BaseEmbedding, texts: list[str]) -> list[list[float]]:
+    """Document vectors for ``texts``, identical to ``get_text_embedding_batch``.
+
+    For a HuggingFaceEmbedding this is one ``SentenceTransformer.encode`` call over all the texts
+    (batched by ``embed_batch_size``): encode sorts the whole list by length before batching, so
+    batches pad less than LlamaIndex's fixed slices of ``embed_batch_size`` texts, and the
+    per-slice callback/event overhead goes away. Other models take LlamaIndex's path.
+    """
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    if not isinstance(embed_model, HuggingFaceEmbedding) or not texts:
+        return embed_model.get_text_embedding_batch(texts)
+    vectors = embed_model._model.encode(
+        texts,
+        batch_size=embed_model.embed_batch_size,
+        prompt_name="text",
+        normalize_embeddings=embed_model.normalize,
+        show_progress_bar=False,
+        convert_to_numpy=True,
+    )
+    return vectors.tolist()

@@ -37,6 +37,13 @@ class IngestError(RagAppError):
     """A file could not be read or an ingestion step failed."""
 
 
+class StrictIngestError(IngestError):
+    """``--strict`` refused to write because some files cannot be ingested (exit 3, as for
+    skipped files, but nothing was written)."""
+
+    exit_code = 3
+
+
 class BackendUnavailable(RagAppError):
     """Milvus or the LLM server cannot be reached."""
 

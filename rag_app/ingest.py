@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +31,17 @@ from typing import Any, Protocol
 from llama_index.core.schema import BaseNode, MetadataMode
 
 from rag_app.chunking import RecursiveCharacterNodeParser, stable_chunk_id
-from rag_app.errors import IngestError, UsageError
-from rag_app.readers import READERS, SUPPORTED, Skipped, check_root, iter_files, read_file
+from rag_app.embeddings import embed_documents
+from rag_app.errors import IngestError, StrictIngestError, UsageError
+from rag_app.readers import (
+    READERS,
+    SUPPORTED,
+    Skipped,
+    check_root,
+    iter_files,
+    read_file,
+    relative_source,
+)
 from rag_app.settings import Settings
 from rag_app.store import DOC_ID_FIELD, iter_rows
 
@@ -85,8 +94,7 @@ class IngestReport:
 
     @property
     def chunks_per_second(self) -> float:
-        busy = self.seconds["embed"] + self.seconds["write"] + self.seconds["chunk"]
-        return self.chunks_inserted / self.total_seconds if self.total_seconds and busy else 0.0
+        return self.chunks_inserted / self.total_seconds if self.total_seconds else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -120,13 +128,18 @@ class IngestReport:
             if self.nothing_to_do and not self.skipped
             else ""
         )
-        stages = " ".join(f"{k}={v:.1f}s" for k, v in self.seconds.items() if v >= 0.05)
+        # The four work stages always; scan and delete only when they took noticeable time.
+        stages = " ".join(
+            f"{k}={v:.1f}s"
+            for k, v in self.seconds.items()
+            if k in ("read", "chunk", "embed", "write") or v >= 0.05
+        )
         return (
             f"{head}files: {f['seen']} seen, {f['new']} new, {f['changed']} changed, "
             f"{f['unchanged']} unchanged, {f['deleted']} deleted, {f['skipped']} skipped | "
             f"chunks: {c['inserted']} inserted, {c['deleted']} deleted | "
-            f"{self.total_seconds:.1f}s ({d['chunks_per_second']:.0f} chunks/s) {stages}"
-        ).rstrip()
+            f"{self.total_seconds:.1f}s ({d['chunks_per_second']:.0f} chunks/s) | {stages}"
+        )
 
 
 class _Timer:
@@ -212,8 +225,13 @@ def ingest_folder(
     prune: bool = True,
     strict: bool = False,
     progress: Progress | None = None,
+    recreate: Callable[[], Any] | None = None,
 ) -> IngestReport:
-    """Bring the collection in line with ``root`` (a folder or one file)."""
+    """Bring the collection in line with ``root`` (a folder or one file).
+
+    ``recreate``, if given, drops and rebuilds the collection and returns the new store; it is
+    called only once every file has been read, so a ``strict`` refusal leaves the old one intact.
+    """
     started = time.perf_counter()
     progress = progress or NullProgress()
     root = check_root(root)
@@ -231,12 +249,16 @@ def ingest_folder(
                 f"{root} contains no files to ingest (supported: {', '.join(SUPPORTED)}; "
                 "hidden files and ingest.exclude patterns are left out)"
             )
-        existing = ledger(client, collection)
+        existing = {} if recreate else ledger(client, collection)
         work: list[_Work] = []
         seen: set[str] = set()
         for path in paths:
-            source = path.resolve().relative_to(base).as_posix()
+            source = relative_source(path, base)
             seen.add(source)
+            if not path.is_file():  # a FIFO would block the hash forever; sockets, devices...
+                reason = "broken symlink" if path.is_symlink() else "not a regular file"
+                report.skipped.append(Skipped(source, f"unreadable: {reason}"))
+                continue
             if path.suffix.lower() not in READERS:
                 report.skipped.append(
                     Skipped(
@@ -274,7 +296,6 @@ def ingest_folder(
             with _Timer(report, "read"):
                 doc = read_file(item.path, base, settings.ingest)
         except IngestError as exc:
-            log.warning("skipped %s: %s", item.source, exc)
             report.skipped.append(Skipped(item.source, str(exc)))
             (report.new if item.source in report.new else report.changed).remove(item.source)
             continue
@@ -289,14 +310,19 @@ def ingest_folder(
     to_write = [w for w in to_write if w.nodes]
     if strict and report.skipped:
         listing = "; ".join(f"{s.source}: {s.reason}" for s in report.skipped)
-        raise IngestError(
+        raise StrictIngestError(
             f"--strict: {len(report.skipped)} file(s) cannot be ingested, nothing was written: "
             f"{listing}"
         )
 
+    if recreate is not None:
+        store = recreate()
+        client = store.client
+
     # 3. embed + write, overlapping the write of batch k with the embedding of batch k+1.
     total_chunks = sum(len(w.nodes) for w in to_write)
-    progress.start(len(to_write), total_chunks)
+    if total_chunks:
+        progress.start(len(to_write), total_chunks)
     written: dict[str, int] = defaultdict(int)
     cache: dict[str, list[float]] = {}
     batch_size = max(settings.embedding.batch_size, settings.milvus.insert_batch_size)
@@ -328,6 +354,9 @@ def ingest_folder(
             if written[item.source] == len(item.nodes):
                 done_files += 1
         report.chunks_inserted += len(pending_batch)
+        log.debug(
+            "wrote %d chunks (%d/%d)", len(pending_batch), report.chunks_inserted, total_chunks
+        )
         progress.advance(files=done_files, chunks=len(pending_batch))
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="milvus-write") as pool:
@@ -337,7 +366,7 @@ def ingest_folder(
                     texts = [n.get_content(metadata_mode=MetadataMode.NONE) for _, n in batch]
                     todo = list(dict.fromkeys(t for t in texts if t not in cache))
                     if todo:
-                        vectors = embed_model.get_text_embedding_batch(todo)
+                        vectors = embed_documents(embed_model, todo)
                         cache.update(zip(todo, vectors, strict=True))
                         report.chunks_embedded += len(todo)
                     for (_, node), text in zip(batch, texts, strict=True):
@@ -371,7 +400,7 @@ def ingest_folder(
             report.deleted.append(src)
 
     report.total_seconds = time.perf_counter() - started
-    log.info("ingest %s: %s", root, report.summary())
+    log.debug("ingest %s: %s", root, report.summary())
     return report
 
 

@@ -156,7 +156,12 @@ SUPPORTED = sorted(READERS)
 
 
 def relative_source(path: Path, root: Path) -> str:
-    return path.resolve().relative_to(root.resolve()).as_posix()
+    # Lexical first: a symlink inside root may point outside it (or nowhere); its source is
+    # still where it sits under root.
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.resolve().relative_to(root.resolve()).as_posix()
 
 
 def read_file(path: Path, root: Path, settings: IngestSettings | None = None) -> Document:
