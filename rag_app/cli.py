@@ -450,6 +450,9 @@ def delete(c: Ctx, source: str, as_json: bool) -> None:
 )
 @click.option("--no-generate", is_flag=True, help="Compare ingestion and retrieval only.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG chart.")
+@click.option(
+    "--save", "save_path", type=click.Path(dir_okay=False), help="Also write the JSON report here."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @pass_ctx
 @handle_errors
@@ -462,6 +465,7 @@ def compare(
     repeat: int,
     no_generate: bool,
     plot_path: str | None,
+    save_path: str | None,
     as_json: bool,
 ) -> None:
     """Run rag_app and the hand-rolled tutorial pipeline side by side on one corpus.
@@ -501,6 +505,11 @@ def compare(
     if plot_path:
         report["plot"] = str(cmp.plot(report, plot_path))
         say(f"plot written to {plot_path}")
+    if save_path:
+        from pathlib import Path
+
+        Path(save_path).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+        say(f"report written to {save_path}")
     if as_json:
         emit_json(report)
         return

@@ -249,6 +249,8 @@ def run_compare(
             )
     finally:
         base.close()
+        if llm is not None:
+            app.__dict__.pop("llm", None)  # the caller's engine: theirs to close, not ours
         app.close()
     return report
 
