@@ -502,6 +502,7 @@ def compare(
         say=say,
         ingest_progress=progress,
     )
+    report["goals"] = cmp.goal_checks(report)
     if plot_path:
         report["plot"] = str(cmp.plot(report, plot_path))
         say(f"plot written to {plot_path}")

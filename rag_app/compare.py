@@ -123,6 +123,27 @@ def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
     }
 
 
+def goal_checks(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The comparison's goals, each with the measured value and whether it is met (reported,
+    never asserted: timings on a shared machine are noisy)."""
+    checks = [
+        ("chunk parity = 100%", report["chunk_parity"], report["chunk_parity"] == 1.0),
+        ("rank-1 agreement = 100%", report["rank1_agreement"], report["rank1_agreement"] == 1.0),
+    ]
+    ing, lat = report.get("ingest_ratio"), report.get("latency_ratio")
+    checks.append(("rag_app ingestion >= 0.9x hand-rolled", ing, ing is not None and ing >= 0.9))
+    checks.append(
+        ("rag_app retrieval p50 <= 1.2x hand-rolled", lat, lat is not None and lat <= 1.2)
+    )
+    gen = report.get("generation")
+    if gen:
+        speedup = gen[RAG]["speedup"]
+        checks.append(
+            (f"batched generation >= 3x one-by-one ({gen['questions']} q)", speedup, speedup >= 3)
+        )
+    return [{"goal": g, "value": v, "met": bool(m)} for g, v, m in checks]
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -429,6 +450,13 @@ def render_table(report: Mapping[str, Any]) -> Any:
     table.add_column("rag_app vs hand-rolled", justify="right")
     for row in table_rows(report):
         table.add_row(*row)
+    table.add_section()
+    for check in goal_checks(report):
+        value = check["value"]
+        shown = "-" if value is None else f"{value:.2f}"
+        table.add_row(
+            f"goal: {check['goal']}", "", "", f"{shown} {'met' if check['met'] else 'NOT met'}"
+        )
     return table
 
 

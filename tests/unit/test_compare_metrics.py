@@ -10,6 +10,7 @@ from rag_app.compare import (
     BASE,
     RAG,
     chunk_parity,
+    goal_checks,
     latency_stats,
     load_questions,
     percentile,
@@ -177,3 +178,13 @@ def test_plot_writes_a_png(tmp_path: Path) -> None:
 
     out = plot(_report(generation=True), tmp_path / "img" / "c.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_goal_checks() -> None:
+    checks = {c["goal"]: (c["value"], c["met"]) for c in goal_checks(_report(generation=True))}
+    assert checks["chunk parity = 100%"] == (0.9, False)
+    assert checks["rank-1 agreement = 100%"] == (0.5, False)
+    assert checks["rag_app ingestion >= 0.9x hand-rolled"] == (1.0, True)
+    assert checks["rag_app retrieval p50 <= 1.2x hand-rolled"] == (1.2, True)
+    assert checks["batched generation >= 3x one-by-one (2 q)"] == (4.0, True)
+    assert len(goal_checks(_report(generation=False))) == 4
