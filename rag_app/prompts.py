@@ -7,9 +7,8 @@ two sentences.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-
-from llama_index.core.prompts import PromptTemplate
 
 TUTORIAL_TEMPLATE = (
     "First, check if the provided Context is relevant to the user's question.  Second, only if "
@@ -22,6 +21,16 @@ TUTORIAL_TEMPLATE = (
 )
 # The tutorial joins contexts with a space; kept so its prompt is reproduced exactly.
 CONTEXT_SEPARATOR = " "
+_SLOT = re.compile(r"\{([^{}]+)\}")
+
+
+def fill_template(template: str, **values: str) -> str:
+    """Fill ``{name}`` slots in one pass; unknown slots and other braces stay as written.
+
+    The same rule as LlamaIndex's PromptTemplate (its SafeFormatter), done here so the hand-rolled
+    baseline can build the identical prompt without importing LlamaIndex.
+    """
+    return _SLOT.sub(lambda m: str(values.get(m.group(1), m.group(0))), template)
 
 
 def best_last(items_best_first: Sequence[str]) -> list[str]:
@@ -44,7 +53,8 @@ def build_prompt(
     template: str = TUTORIAL_TEMPLATE,
     separator: str = CONTEXT_SEPARATOR,
 ) -> str:
-    return PromptTemplate(template).format(
+    return fill_template(
+        template,
         sources=" ".join(unique_sources(sources_best_first)),
         context_str=format_context(texts_best_first, separator),
         query_str=question,

@@ -8,11 +8,9 @@ metadata is embedded or shown to the LLM: the embedded text is the chunk alone, 
 
 from __future__ import annotations
 
-import fnmatch
 import logging
-import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +18,14 @@ from llama_index.core.readers.base import BaseReader
 from llama_index.core.schema import Document
 
 from rag_app.errors import IngestError, UsageError
+from rag_app.files import BINARY_SNIFF as _BINARY_SNIFF
+from rag_app.files import decode_text as _decode_text
+from rag_app.files import html_to_text, iter_files
 from rag_app.settings import IngestSettings
 
 log = logging.getLogger(__name__)
 
 METADATA_KEYS = ["source", "file_type", "title", "mtime"]
-_BINARY_SNIFF = 8192
 
 
 @dataclass(frozen=True)
@@ -38,20 +38,6 @@ class Skipped:
 class ReadResult:
     documents: list[Document] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-
-
-def _decode_text(data: bytes, path: Path) -> str:
-    if b"\x00" in data[:_BINARY_SNIFF]:
-        raise IngestError(
-            "binary content (NUL bytes) in a text file; remove it or fix its extension"
-        )
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise IngestError(
-            f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-            f"convert it, e.g. iconv -f latin1 -t utf-8 {path.name}"
-        ) from exc
 
 
 _FRONT_TITLE = re.compile(r"^---\s*\n(?:.*\n)*?title:\s*(.+?)\s*\n(?:.*\n)*?---", re.MULTILINE)
@@ -75,30 +61,6 @@ class TextFileReader(BaseReader):
         if Path(file).suffix.lower() in {".md", ".markdown"}:
             meta.setdefault("title", markdown_title(text))
         return [Document(text=text, metadata=meta)]
-
-
-# Elements whose text is page furniture, not content.
-_HTML_DROP = ["script", "style", "noscript", "template", "svg", "iframe", "nav", "footer", "head"]
-_BLANKS = re.compile(r"\n\s*\n+")
-_SPACES = re.compile(r"[ \t\r\f\v]+")
-
-
-def html_to_text(html: str | bytes) -> tuple[str, str]:
-    """Visible text of an HTML page (paragraph breaks kept) and its title."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(html, "html.parser")
-    title_tag = soup.find("title")
-    title = title_tag.get_text(" ", strip=True) if title_tag else ""
-    for tag in soup(_HTML_DROP):
-        tag.decompose()
-    if not title:
-        h1 = soup.find("h1")
-        title = h1.get_text(" ", strip=True) if h1 else ""
-    text = soup.get_text("\n")
-    lines = [_SPACES.sub(" ", line).strip() for line in text.splitlines()]
-    text = _BLANKS.sub("\n\n", "\n".join(lines)).strip()
-    return text, title
 
 
 class HtmlReader(BaseReader):
@@ -207,25 +169,6 @@ def read_file(path: Path, root: Path, settings: IngestSettings | None = None) ->
         excluded_embed_metadata_keys=list(METADATA_KEYS),
         excluded_llm_metadata_keys=list(METADATA_KEYS),
     )
-
-
-def iter_files(root: Path, settings: IngestSettings | None = None) -> Iterator[Path]:
-    """Files under root in a stable order, minus hidden ones and ``exclude`` globs."""
-    settings = settings or IngestSettings()
-    for dirpath, dirnames, filenames in os.walk(root):
-        if not settings.hidden:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        dirnames.sort()
-        for name in sorted(filenames):
-            if name.startswith(".") and not settings.hidden:
-                continue
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            if any(
-                fnmatch.fnmatch(rel, pat) or fnmatch.fnmatch(name, pat) for pat in settings.exclude
-            ):
-                continue
-            yield path
 
 
 def check_root(root: Path | str) -> Path:
