@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from llama_index.core import VectorStoreIndex
+from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.retrievers import VectorIndexRetriever
 from llama_index.core.vector_stores.types import VectorStoreQueryMode
 
@@ -28,15 +29,21 @@ def build_retriever(
     top_k: int | None = None,
     mode: RetrievalMode | str | None = None,
     where: str | Iterable[str] | None = None,
-) -> VectorIndexRetriever:
+    reranker: Any = None,
+) -> BaseRetriever:
+    """A retriever for one mode; with ``retrieval.rerank_model`` set, its top-k hits are
+    reordered by the cross-encoder ``reranker`` (built here when not given) and cut to
+    ``retrieval.rerank_top_n``."""
     mode = mode or settings.retrieval.mode
     if mode not in QUERY_MODES:
         raise UsageError(f"unknown retrieval mode {mode!r}; choose one of {', '.join(QUERY_MODES)}")
     store = index.vector_store
     if mode != "dense" and not getattr(store, "enable_sparse", False):
         raise UsageError(
-            f"mode {mode!r} needs the collection's BM25 index; this collection has none "
-            "(re-ingest with --recreate under a settings profile that enables it)"
+            f"mode {mode!r} needs the collection's BM25 index, but collection "
+            f"{settings.milvus.collection!r} was created without one (dense only). Re-ingest "
+            "with `rag-app ingest PATH --recreate` and milvus.enable_bm25: true, or use "
+            "--mode dense"
         )
     kwargs: dict[str, Any] = {}
     expr = where_to_expr(where)
@@ -45,7 +52,7 @@ def build_retriever(
     k = top_k or settings.retrieval.top_k
     if k < 1:
         raise UsageError(f"top_k must be at least 1, got {k}")
-    return VectorIndexRetriever(
+    retriever = VectorIndexRetriever(
         index=index,
         similarity_top_k=k,
         sparse_top_k=k,
@@ -53,3 +60,9 @@ def build_retriever(
         vector_store_query_mode=QUERY_MODES[mode],
         vector_store_kwargs=kwargs,
     )
+    if not settings.retrieval.rerank_model:
+        return retriever
+    from rag_app.rerank import RerankingRetriever, build_reranker
+
+    reranker = reranker or build_reranker(settings)
+    return RerankingRetriever(retriever, reranker, min(settings.retrieval.rerank_top_n or k, k))
