@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.schema import BaseNode
 from llama_index.core.vector_stores.types import VectorStoreQuery
 from llama_index.vector_stores.milvus import MilvusVectorStore
@@ -29,6 +30,10 @@ DOC_ID_FIELD = "doc_id"
 
 class RagMilvusVectorStore(MilvusVectorStore):
     """MilvusVectorStore with rag_app's fixes (kept small so upgrades stay easy)."""
+
+    # Milvus Lite reports BM25 hits as negative distances (its search is "smaller is closer"),
+    # servers as positive scores; set for Lite so callers always see positive BM25 scores.
+    _negate_bm25: bool = PrivateAttr(default=False)
 
     @classmethod
     def class_name(cls) -> str:
@@ -67,7 +72,10 @@ class RagMilvusVectorStore(MilvusVectorStore):
             search_params={"params": {"drop_ratio_search": 0.0}},
             partition_names=kwargs.get("milvus_partition_names"),
         )
-        return self._parse_from_milvus_results(res)
+        nodes, scores, ids = self._parse_from_milvus_results(res)
+        if self._negate_bm25:
+            scores = [-s for s in scores]
+        return nodes, scores, ids
 
 
 def _connect_error(settings: Settings, exc: Exception) -> BackendUnavailable:
@@ -195,6 +203,7 @@ def build_vector_store(
         ):
             raise _connect_error(settings, exc) from exc
         raise
+    store._negate_bm25 = cfg.is_local
     ensure_loaded(store.client, cfg.collection)
     return store
 
