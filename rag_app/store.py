@@ -257,7 +257,10 @@ def iter_rows(client: Any, collection: str, fields: list[str], filter: str = "",
         )
         if not rows:
             return
-        rows.sort(key=lambda r: r["id"])
+        # Copy before sorting: pymilvus 2.6 returns a lazily materialised list whose dynamic
+        # fields are filled in by position, so sorting it in place pairs rows with another
+        # row's dynamic fields (doc_hash of the wrong file: unchanged files re-ingested).
+        rows = sorted((dict(r) for r in rows), key=lambda r: r["id"])
         yield from rows
         if len(rows) < batch:
             return
