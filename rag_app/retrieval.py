@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterable
 from typing import Any
 
@@ -14,11 +16,23 @@ from rag_app.errors import UsageError
 from rag_app.filters import where_to_expr
 from rag_app.settings import RetrievalMode, Settings
 
+log = logging.getLogger(__name__)
+
 QUERY_MODES: dict[str, VectorStoreQueryMode] = {
     "dense": VectorStoreQueryMode.DEFAULT,
     "bm25": VectorStoreQueryMode.TEXT_SEARCH,
     "hybrid": VectorStoreQueryMode.HYBRID,
 }
+
+
+@functools.lru_cache(maxsize=32)
+def _warn_dense_fallback(collection: str, mode: str) -> None:
+    log.warning(
+        "collection %r has no BM25 index, so retrieval.mode=%s falls back to dense; "
+        "re-ingest with --recreate to enable bm25/hybrid",
+        collection,
+        mode,
+    )
 
 
 def build_retriever(
@@ -34,10 +48,16 @@ def build_retriever(
     """A retriever for one mode; with ``retrieval.rerank_model`` set, its top-k hits are
     reordered by the cross-encoder ``reranker`` (built here when not given) and cut to
     ``retrieval.rerank_top_n``."""
+    asked = mode
     mode = mode or settings.retrieval.mode
     if mode not in QUERY_MODES:
         raise UsageError(f"unknown retrieval mode {mode!r}; choose one of {', '.join(QUERY_MODES)}")
     store = index.vector_store
+    if mode != "dense" and not getattr(store, "enable_sparse", False) and asked is None:
+        # Only the profile's default asked for BM25: a collection made before BM25 was
+        # enabled keeps working (dense) instead of failing every query.
+        _warn_dense_fallback(settings.milvus.collection, mode)
+        mode = "dense"
     if mode != "dense" and not getattr(store, "enable_sparse", False):
         raise UsageError(
             f"mode {mode!r} needs the collection's BM25 index, but collection "

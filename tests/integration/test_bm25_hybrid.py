@@ -118,6 +118,11 @@ def test_dense_only_collection_refuses_bm25_clearly(tmp_path: Path, embed_model:
             msg = str(err.value)
             assert "created without one" in msg and "--recreate" in msg
         assert _sources(app, PARAPHRASE_Q, "dense")[0] == PARAPHRASE_GOLD
+    # ...but a profile whose default mode is hybrid still answers from it, densely.
+    with RagApp(make_settings(home, retrieval__mode="hybrid"), embed_model=embed_model) as app:
+        assert [h.source for h in app.retrieve(PARAPHRASE_Q, top_k=3)] == _sources(
+            app, PARAPHRASE_Q, "dense"
+        )
         # --recreate under a BM25 profile turns it into a BM25 collection
         app.ingest(corpus, recreate=True)
         assert _sources(app, KEYWORD_Q, "bm25")[0] == KEYWORD_GOLD
