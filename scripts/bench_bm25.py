@@ -21,6 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+# Run from a checkout: this repository's rag_app, not an installed copy.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
