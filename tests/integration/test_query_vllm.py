@@ -30,7 +30,8 @@ def test_query_engine_generates_with_sources(
     tmp_path: Path, rag_home: Path, embed_model: Any, vllm_llm: Any
 ) -> None:
     corpus = write_files(tmp_path / "corpus", CORPUS)
-    settings = make_settings(rag_home)
+    # The tutorial's retrieval (2 chunks, dense), whatever the cpu profile's default.
+    settings = make_settings(rag_home, retrieval__top_k=2, retrieval__mode="dense")
     with RagApp(settings, embed_model=embed_model, llm=vllm_llm) as app:
         app.ingest(corpus)
         retrieved = app.retrieve("What do the parameters for HNSW mean?")
