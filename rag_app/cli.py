@@ -507,6 +507,10 @@ def eval_cmd(
     bad = [m for m in mode_list if m not in QUERY_MODES]
     if bad or not mode_list:
         raise UsageError(f"--modes: unknown mode(s) {bad}; choose from {', '.join(QUERY_MODES)}")
+    if plot:  # fail before minutes of ingesting, not after
+        from rag_app.errors import require
+
+        require("matplotlib", "plot", "matplotlib")
     items = load_qa(qa_path)
     check_root(corpus)
     check_gold_sources(items, corpus)

@@ -271,6 +271,9 @@ def write_per_question(path: str | Path, report: EvalReport) -> None:
 
 def plot_report(report: EvalReport, path: str | Path, title: str = "") -> None:
     """Grouped bars: one group per metric (0..1 scale), one bar per mode."""
+    from rag_app.errors import require
+
+    require("matplotlib", "plot", "matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")
