@@ -74,6 +74,13 @@ class RagApp:
         return build_llm(self.settings)
 
     @cached_property
+    def reranker(self) -> Any:
+        """The cross-encoder of retrieval.rerank_model, loaded once (None when unset)."""
+        from rag_app.rerank import build_reranker
+
+        return build_reranker(self.settings)
+
+    @cached_property
     def index(self) -> Any:
         from llama_index.core import VectorStoreIndex
 
@@ -88,7 +95,13 @@ class RagApp:
         from rag_app.retrieval import build_retriever
 
         return build_retriever(
-            self.index, self.embed_model, self.settings, top_k=top_k, mode=mode, where=where
+            self.index,
+            self.embed_model,
+            self.settings,
+            top_k=top_k,
+            mode=mode,
+            where=where,
+            reranker=self.reranker,
         )
 
     def query_engine(

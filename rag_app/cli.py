@@ -563,5 +563,159 @@ def compare(
             console.print(f"  hand-rolled: {item[cmp.BASE]}", highlight=False, markup=False)
 
 
+def _eval_table(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = list(dict.fromkeys(k for m in report.modes for k in m.metrics))
+    table = Table(
+        title=f"n={report.n} questions ({report.n_with_gold} with gold sources), "
+        f"top_k={report.top_k}, collection {report.collection}"
+    )
+    table.add_column("mode", style="bold")
+    for k in keys:
+        table.add_column(k, justify="right")
+    for m in report.modes:
+        cells = ["-" if k not in m.metrics else f"{m.metrics[k]:.3f}" for k in keys]
+        table.add_row(m.mode, *cells)
+    Console().print(table)
+
+
+@main.command("eval")
+@click.option(
+    "--qa",
+    "qa_path",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Question set (.jsonl: question, gold_sources, answer, answer_keywords).",
+)
+@click.option(
+    "--corpus",
+    required=True,
+    type=click.Path(path_type=str),
+    help="Folder the gold_sources are relative to; ingested into its own collection.",
+)
+@click.option(
+    "--modes",
+    default="dense,bm25,hybrid",
+    show_default=True,
+    help="Comma-separated retrieval modes to compare.",
+)
+@click.option("--top-k", "-k", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option(
+    "--generate", is_flag=True, help="Also answer with the LLM (top_k from settings) and score."
+)
+@click.option("--json", "as_json", is_flag=True, help='Print {"n", "modes": {...}} as JSON.')
+@click.option("--plot", type=click.Path(path_type=str), help="Write a grouped bar chart PNG.")
+@click.option(
+    "--per-question",
+    type=click.Path(path_type=str),
+    help="Write one JSON line per question per mode (ranked sources, metrics).",
+)
+@pass_ctx
+@handle_errors
+def eval_cmd(
+    c: Ctx,
+    qa_path: str,
+    corpus: str,
+    modes: str,
+    top_k: int,
+    generate: bool,
+    as_json: bool,
+    plot: str | None,
+    per_question: str | None,
+) -> None:
+    """Measure retrieval (and optionally answers) on a question set, per retrieval mode.
+
+    Ingests CORPUS into a collection of its own (eval_<folder>_<hash>, or --collection),
+    incrementally, with BM25 enabled so every mode can run.
+    """
+    from rag_app.errors import UsageError
+    from rag_app.evaluate import (
+        EvalReport,
+        check_gold_sources,
+        collection_name_for,
+        evaluate_mode,
+        load_qa,
+        plot_report,
+        write_per_question,
+    )
+    from rag_app.readers import check_root
+    from rag_app.retrieval import QUERY_MODES
+
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    bad = [m for m in mode_list if m not in QUERY_MODES]
+    if bad or not mode_list:
+        raise UsageError(f"--modes: unknown mode(s) {bad}; choose from {', '.join(QUERY_MODES)}")
+    if plot:  # fail before minutes of ingesting, not after
+        from rag_app.errors import require
+
+        require("matplotlib", "plot", "matplotlib")
+    items = load_qa(qa_path)
+    check_root(corpus)
+    check_gold_sources(items, corpus)
+    collection = c.overrides.get("milvus.collection") or collection_name_for(corpus)
+    app = c.app(**{"milvus.collection": collection, "milvus.enable_bm25": True})
+    show = sys.stderr.isatty() and not c.quiet
+    report_in = app.ingest(corpus, progress=BarProgress() if show else None)
+    if not c.quiet:
+        click.echo(f"{collection}: {report_in.summary()}", err=True)
+    if top_k < 10 and not c.quiet:
+        click.echo(f"note: mrr@10 and ndcg@10 are computed over the top {top_k} only", err=True)
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from rag_app.engine import SourceChunk
+
+    total = len(items) * len(mode_list) * (2 if generate else 1)
+    results = []
+    with Progress(
+        TextColumn("[bold]eval {task.fields[mode]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("questions"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not show,
+    ) as bar:
+        task = bar.add_task("eval", total=total, mode="")
+        for mode in mode_list:
+            bar.update(task, mode=mode)
+            retriever = app.retriever(top_k=top_k, mode=mode)
+
+            def retrieve(q: str, r: Any = retriever) -> list[Any]:
+                return [SourceChunk.from_node(h) for h in r.retrieve(q)]
+
+            def answer(qs: list[str], m: str = mode) -> list[Any]:
+                return list(app.query_batch(qs, mode=m))
+
+            results.append(
+                evaluate_mode(
+                    items,
+                    retrieve,
+                    mode,
+                    top_k,
+                    answer=answer if generate else None,
+                    advance=lambda n: bar.advance(task, n),
+                )
+            )
+    report = EvalReport(
+        n=len(items),
+        n_with_gold=sum(1 for it in items if it.gold_sources),
+        top_k=top_k,
+        collection=collection,
+        modes=results,
+    )
+    if per_question:
+        write_per_question(per_question, report)
+    if plot:
+        plot_report(report, plot, title=f"{os.path.basename(qa_path)}: n={report.n}, top_k={top_k}")
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _eval_table(report)
+
+
 if __name__ == "__main__":  # vLLM spawns workers that re-import the entry module
     main()

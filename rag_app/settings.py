@@ -81,6 +81,17 @@ class MilvusSettings(_Section):
     consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Strong"
     insert_batch_size: int = Field(512, ge=1)
     timeout_s: float = Field(30.0, gt=0)
+    enable_bm25: bool = Field(
+        True,
+        description="Create new collections with Milvus's built-in BM25 function (analyzed text "
+        "field + sparse inverted index), enabling the bm25 and hybrid modes. An existing "
+        "collection keeps the schema it was created with.",
+    )
+    bm25_analyzer: dict[str, Any] | None = Field(
+        None,
+        description="Milvus analyzer_params for the text field, e.g. {type: english}; None keeps "
+        "Milvus's standard analyzer.",
+    )
 
     @property
     def is_local(self) -> bool:
@@ -121,6 +132,30 @@ class LLMSettings(_Section):
 class RetrievalSettings(_Section):
     top_k: int = Field(2, ge=1, le=1000)
     mode: RetrievalMode = "dense"
+    hybrid_ranker: Literal["rrf", "weighted"] = Field(
+        "rrf", description="How hybrid mode fuses dense and BM25 results."
+    )
+    rrf_k: int = Field(60, ge=1, description="RRF's k: score = sum of 1 / (k + rank).")
+    hybrid_weights: list[float] = Field(
+        default_factory=lambda: [1.0, 1.0],
+        description="[dense, bm25] weights for the weighted ranker.",
+    )
+    rerank_model: str | None = Field(
+        None,
+        description="Local cross-encoder folder; when set, the top_k retrieved chunks are "
+        "re-scored by it and the best rerank_top_n kept.",
+    )
+    rerank_top_n: int | None = Field(
+        None, ge=1, description="Chunks kept after reranking (default: all top_k, reordered)."
+    )
+
+    @model_validator(mode="after")
+    def _two_weights(self) -> RetrievalSettings:
+        if len(self.hybrid_weights) != 2:
+            raise ValueError(
+                f"hybrid_weights needs two numbers [dense, bm25], got {self.hybrid_weights}"
+            )
+        return self
 
 
 class IngestSettings(_Section):

@@ -12,6 +12,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from llama_index.core.bridge.pydantic import PrivateAttr
+from llama_index.core.schema import BaseNode
+from llama_index.core.vector_stores.types import VectorStoreQuery
 from llama_index.vector_stores.milvus import MilvusVectorStore
 
 from rag_app.errors import BackendUnavailable, DimensionMismatchError
@@ -28,9 +31,51 @@ DOC_ID_FIELD = "doc_id"
 class RagMilvusVectorStore(MilvusVectorStore):
     """MilvusVectorStore with rag_app's fixes (kept small so upgrades stay easy)."""
 
+    # Milvus Lite reports BM25 hits as negative distances (its search is "smaller is closer"),
+    # servers as positive scores; set for Lite so callers always see positive BM25 scores.
+    _negate_bm25: bool = PrivateAttr(default=False)
+
     @classmethod
     def class_name(cls) -> str:
         return "RagMilvusVectorStore"
+
+    def _default_search(
+        self,
+        query: VectorStoreQuery,
+        string_expr: str,
+        output_fields: list[str],
+        **kwargs: Any,
+    ) -> tuple[list[BaseNode], list[float], list[str]]:
+        # pymilvus's search() adds "params": {} to the search-params dict it is handed, i.e.
+        # to self.search_config; a later hybrid search nests that dict under "params" and
+        # pymilvus refuses it ("ambiguous parameter: params"). Hand it a copy.
+        kwargs.setdefault("milvus_search_config", dict(self.search_config or {}))
+        return super()._default_search(query, string_expr, output_fields, **kwargs)
+
+    def _sparse_search(
+        self,
+        query: VectorStoreQuery,
+        string_expr: str,
+        output_fields: list[str],
+        **kwargs: Any,
+    ) -> tuple[list[BaseNode], list[float], list[str]]:
+        """BM25 search without llama-index's ``drop_ratio_search=0.2``: Milvus Lite rejects
+        any value but 0 ("only drop_ratio_search=0 is supported"), and dropping a fifth of a
+        short query's terms hurts BM25 on servers too, so both get exact BM25."""
+        res = self.client.search(
+            collection_name=self.collection_name,
+            data=[query.query_str],
+            anns_field=self.sparse_embedding_field,
+            limit=query.similarity_top_k,
+            filter=string_expr,
+            output_fields=output_fields,
+            search_params={"params": {"drop_ratio_search": 0.0}},
+            partition_names=kwargs.get("milvus_partition_names"),
+        )
+        nodes, scores, ids = self._parse_from_milvus_results(res)
+        if self._negate_bm25:
+            scores = [-s for s in scores]
+        return nodes, scores, ids
 
 
 def _connect_error(settings: Settings, exc: BaseException) -> BackendUnavailable:
@@ -70,6 +115,39 @@ def existing_dim(client: Any, collection: str) -> int | None:
             dim = field.get("params", {}).get("dim")
             return int(dim) if dim is not None else None
     return None
+
+
+def has_bm25(client: Any, collection: str) -> bool | None:
+    """Whether an existing collection has a BM25 function (None: no such collection)."""
+    if not client.has_collection(collection):
+        return None
+    from pymilvus import FunctionType
+
+    functions = client.describe_collection(collection).get("functions") or []
+    return any(f.get("type") == FunctionType.BM25 for f in functions)
+
+
+def bm25_kwargs(settings: Settings) -> dict[str, Any]:
+    """MilvusVectorStore arguments for the built-in BM25 function and the hybrid ranker."""
+    from llama_index.vector_stores.milvus.utils import BM25BuiltInFunction
+
+    r = settings.retrieval
+    ranker, params = (
+        ("RRFRanker", {"k": r.rrf_k})
+        if r.hybrid_ranker == "rrf"
+        else ("WeightedRanker", {"weights": list(r.hybrid_weights)})
+    )
+    return {
+        "enable_sparse": True,
+        "sparse_embedding_field": SPARSE_FIELD,
+        "sparse_embedding_function": BM25BuiltInFunction(
+            input_field_names=TEXT_FIELD,
+            output_field_names=SPARSE_FIELD,
+            analyzer_params=settings.milvus.bm25_analyzer,
+        ),
+        "hybrid_ranker": ranker,
+        "hybrid_ranker_params": params,
+    }
 
 
 def check_dimension(client: Any, settings: Settings, dim: int) -> None:
@@ -113,7 +191,12 @@ def build_vector_store(
         if overwrite and probe.has_collection(cfg.collection):
             probe.drop_collection(cfg.collection)
         check_dimension(probe, settings, dim)
+        # An existing collection keeps its schema: BM25 cannot be added to it later.
+        existing = has_bm25(probe, cfg.collection)
         probe.close()
+        sparse = (
+            bm25_kwargs(settings) if (cfg.enable_bm25 if existing is None else existing) else {}
+        )
         store = RagMilvusVectorStore(
             uri=kwargs.pop("uri"),
             token=kwargs.pop("token", ""),
@@ -127,6 +210,7 @@ def build_vector_store(
             search_config=dict(cfg.search_params),
             consistency_level=cfg.consistency_level,
             batch_size=cfg.insert_batch_size,
+            **sparse,
             **kwargs,
         )
     except DimensionMismatchError:
@@ -137,6 +221,7 @@ def build_vector_store(
         ):
             raise _connect_error(settings, exc) from exc
         raise
+    store._negate_bm25 = cfg.is_local
     ensure_loaded(store.client, cfg.collection)
     return store
 

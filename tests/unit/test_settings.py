@@ -17,7 +17,8 @@ def test_cpu_profile_is_the_embedded_default(tmp_path: Path) -> None:
     assert s.llm.model == "packaged:SmolLM2-135M-Instruct"
     assert s.llm.backend == "vllm"
     assert (s.chunking.chunk_size, s.chunking.chunk_overlap) == (512, 51)
-    assert s.retrieval.top_k == 2
+    # measured choice, docs/retrieval.md
+    assert (s.retrieval.top_k, s.retrieval.mode, s.milvus.enable_bm25) == (5, "hybrid", True)
     # Milvus Lite lives under the data directory.
     assert s.milvus.is_local
     assert Path(s.milvus_uri).parent == tmp_path.resolve()
@@ -33,7 +34,7 @@ def test_gpu_profile_is_the_tutorial_verbatim(tmp_path: Path) -> None:
     assert (llm.gpu_memory_utilization, llm.seed, llm.max_num_batched_tokens) == (0.5, 415, 3000)
     assert (llm.temperature, llm.top_p, llm.repetition_penalty) == (0.2, 0.95, None)
     assert llm.backend == "vllm"  # the same code path as the cpu profile
-    assert s.retrieval.top_k == 2
+    assert (s.retrieval.top_k, s.retrieval.mode) == (2, "dense")
     assert (s.chunking.chunk_size, s.chunking.chunk_overlap) == (512, 51)
 
 
