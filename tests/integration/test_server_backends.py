@@ -38,6 +38,8 @@ def server_settings(home: Path, milvus_uri: str, llm_url: str, **extra: Any) -> 
         "llm__max_tokens": 24,
         "llm__max_retries": 0,
         "llm__timeout_s": 60,
+        # Serving, not ranking, is under test: dense keeps each question's top source stable.
+        "retrieval__mode": "dense",
         **extra,
     }
     from rag_app.settings import load_settings

@@ -61,6 +61,12 @@ def test_env_overrides_beat_the_profile_and_flags_beat_env(tmp_path: Path) -> No
     assert "root:Milvus" not in repr(s)
 
 
+def test_null_override_unsets_a_field(tmp_path: Path) -> None:
+    s = load_settings("cpu", {"llm.seed": None}, env={"RAG_HOME": str(tmp_path)})
+    assert s.llm.seed is None
+    assert load_settings("cpu", {}, env={"RAG_HOME": str(tmp_path)}).llm.seed == 415
+
+
 def test_profile_from_environment(tmp_path: Path) -> None:
     assert load_settings(env={"RAG_PROFILE": "gpu", "RAG_HOME": str(tmp_path)}).profile == "gpu"
 
