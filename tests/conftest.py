@@ -7,6 +7,7 @@ conversion (~20 s) and the vLLM engine (~45 s on this CPU).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,14 @@ def vllm_server(smollm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     server.start(timeout=300)
     yield f"http://127.0.0.1:{port}/v1"
     server.stop()
+
+
+def wait_job(client: Any, job: str) -> dict[str, Any]:
+    """Poll the HTTP API's /v1/jobs/{job} until the ingest job ends (or 120 s pass)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = client.get(f"/v1/jobs/{job}").json()
+        if state["status"] in ("done", "failed"):
+            return dict(state)
+        time.sleep(0.2)
+    raise TimeoutError(job)

@@ -4,7 +4,6 @@ batching of concurrent queries, uploads, limits and auth, against the real app."
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from rag_app.app import RagApp
-from tests.conftest import ROOT, SAMPLE_CORPUS, make_settings, write_files
+from tests.conftest import ROOT, SAMPLE_CORPUS, make_settings, wait_job, write_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -66,16 +65,6 @@ def metric(text: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
     assert match, f"{name} not in /metrics"
     return float(match.group(1))
-
-
-def wait_job(client: Any, job: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        state = client.get(f"/v1/jobs/{job}").json()
-        if state["status"] in ("done", "failed"):
-            return dict(state)
-        time.sleep(0.2)
-    raise TimeoutError(job)
 
 
 def test_upload_ingest_then_concurrent_queries_are_batched(client: Any) -> None:

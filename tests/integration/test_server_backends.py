@@ -16,7 +16,7 @@ import pytest
 
 from rag_app.app import RagApp
 from rag_app.errors import BackendUnavailable
-from tests.conftest import VLLM_SERVED_NAME, free_port, make_settings, write_files
+from tests.conftest import VLLM_SERVED_NAME, free_port, make_settings, wait_job, write_files
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
@@ -164,14 +164,7 @@ def api(
 
 
 def ingest(client: Any, root: Path) -> dict[str, Any]:
-    job = client.post("/v1/ingest", json={"path": str(root)}).json()["job"]
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        state = client.get(f"/v1/jobs/{job}").json()
-        if state["status"] in ("done", "failed"):
-            return dict(state)
-        time.sleep(0.2)
-    raise TimeoutError(job)
+    return wait_job(client, client.post("/v1/ingest", json={"path": str(root)}).json()["job"])
 
 
 def test_api_on_server_backends_with_openai_client(api: Any) -> None:
