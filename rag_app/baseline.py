@@ -37,7 +37,7 @@ from typing import Any
 
 from rag_app.embeddings import query_prefix
 from rag_app.errors import BackendUnavailable, IngestError, UsageError, require
-from rag_app.files import decode_text, html_to_text, iter_files
+from rag_app.files import decode_text, html_to_text, iter_files, relative_source
 from rag_app.models import resolve_embedding_model, resolve_llm_model
 from rag_app.prompts import build_prompt
 from rag_app.settings import Settings
@@ -230,7 +230,7 @@ class HandRolledRag:
         paths = [root] if root.is_file() else list(iter_files(root, self.settings.ingest))
         docs = []
         for path in paths:
-            source = path.resolve().relative_to(base.resolve()).as_posix()
+            source = relative_source(path, base)
             try:
                 text = read_text(path)
             except (IngestError, OSError) as exc:

@@ -74,3 +74,13 @@ def iter_files(root: Path, settings: IngestSettings | None = None) -> Iterator[P
             ):
                 continue
             yield path
+
+
+def relative_source(path: Path, root: Path) -> str:
+    """A document's ``source``: its path under the ingested root, ``/``-separated."""
+    # Lexical first: a symlink inside root may point outside it (or nowhere); its source is
+    # still where it sits under root.
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.resolve().relative_to(root.resolve()).as_posix()

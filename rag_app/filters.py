@@ -25,7 +25,8 @@ _COND = re.compile(
 _SPLIT = re.compile(r"\s+and\s+|,", re.IGNORECASE)
 
 
-def _quote(value: str) -> str:
+def quote(value: str) -> str:
+    """A Milvus expression string literal."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -44,7 +45,7 @@ def _value(key: str, raw: str) -> str:
             return str(int(raw))
         except ValueError:
             raise UsageError(f"--where {key}: expected an integer, got {raw!r}") from None
-    return _quote(raw)
+    return quote(raw)
 
 
 def condition_to_expr(condition: str) -> str:

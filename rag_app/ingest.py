@@ -33,6 +33,7 @@ from llama_index.core.schema import BaseNode, MetadataMode
 from rag_app.chunking import RecursiveCharacterNodeParser, stable_chunk_id
 from rag_app.embeddings import embed_documents
 from rag_app.errors import IngestError, StrictIngestError, UsageError
+from rag_app.filters import quote
 from rag_app.readers import (
     READERS,
     SUPPORTED,
@@ -212,10 +213,6 @@ def _batches(work: Sequence[_Work], size: int) -> Iterator[list[tuple[_Work, Bas
         yield batch
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def ingest_folder(
     root: Path | str,
     settings: Settings,
@@ -390,12 +387,12 @@ def ingest_folder(
             if stale_rows and (item.nodes or state.complete(item.digest)):
                 client.delete(
                     collection,
-                    filter=f"{DOC_ID_FIELD} == {_quote(item.source)} "
-                    f"and doc_hash != {_quote(item.digest)}",
+                    filter=f"{DOC_ID_FIELD} == {quote(item.source)} "
+                    f"and doc_hash != {quote(item.digest)}",
                 )
                 report.chunks_deleted += stale_rows
         for src in gone:
-            client.delete(collection, filter=f"{DOC_ID_FIELD} == {_quote(src)}")
+            client.delete(collection, filter=f"{DOC_ID_FIELD} == {quote(src)}")
             report.chunks_deleted += sum(existing[src].counts.values())
             report.deleted.append(src)
 
@@ -408,7 +405,7 @@ def delete_source(store: Any, settings: Settings, source: str) -> int:
     """Remove one document's chunks; returns how many rows it had."""
     client = store.client
     collection = settings.milvus.collection
-    rows = sum(1 for _ in iter_rows(client, collection, [], f"{DOC_ID_FIELD} == {_quote(source)}"))
+    rows = sum(1 for _ in iter_rows(client, collection, [], f"{DOC_ID_FIELD} == {quote(source)}"))
     if rows:
-        client.delete(collection, filter=f"{DOC_ID_FIELD} == {_quote(source)}")
+        client.delete(collection, filter=f"{DOC_ID_FIELD} == {quote(source)}")
     return rows

@@ -20,7 +20,7 @@ from llama_index.core.schema import Document
 from rag_app.errors import IngestError, UsageError
 from rag_app.files import BINARY_SNIFF as _BINARY_SNIFF
 from rag_app.files import decode_text as _decode_text
-from rag_app.files import html_to_text, iter_files
+from rag_app.files import html_to_text, iter_files, relative_source
 from rag_app.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -115,15 +115,6 @@ READERS: dict[str, Callable[[], BaseReader]] = {
     ".pdf": PdfReader,
 }
 SUPPORTED = sorted(READERS)
-
-
-def relative_source(path: Path, root: Path) -> str:
-    # Lexical first: a symlink inside root may point outside it (or nowhere); its source is
-    # still where it sits under root.
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.resolve().relative_to(root.resolve()).as_posix()
 
 
 def read_file(path: Path, root: Path, settings: IngestSettings | None = None) -> Document:
